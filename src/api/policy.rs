@@ -1,0 +1,453 @@
+//! `RecoveryPolicy`: what to watch in AWS and what the controller may do about it.
+//!
+//! Written by people or GitOps; the controller only ever writes its `/status`.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{DURATION_PATTERN, SecretKeyRef, SecretRef, Severity};
+
+/// What the controller watches in one AWS account and region, and how far it may go to repair it.
+#[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[kube(
+    group = "recovery.dev",
+    version = "v1alpha1",
+    kind = "RecoveryPolicy",
+    plural = "recoverypolicies",
+    namespaced,
+    status = "RecoveryPolicyStatus",
+    shortname = "rpol",
+    category = "recovery",
+    doc = "A RecoveryPolicy names AWS resources to watch (ECS services, RDS instances, Route 53 health checks) and how far the controller may go to repair them.",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Targets","type":"integer","jsonPath":".status.targets.total"}"#,
+    printcolumn = r#"{"name":"Unhealthy","type":"integer","jsonPath":".status.targets.unhealthy"}"#,
+    printcolumn = r#"{"name":"Open Incidents","type":"integer","jsonPath":".status.openIncidents"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.remediation.mode","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecoveryPolicySpec {
+    /// The AWS account and region the targets live in.
+    pub aws: AwsSpec,
+    /// How often every target of this policy is probed, as a Go duration between 10s and 1h.
+    #[serde(default = "default_probe_interval")]
+    #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "duration(self) >= duration('10s') && duration(self) <= duration('1h')",
+        "message": "probeInterval must be between 10s and 1h"
+    }]))]
+    pub probe_interval: String,
+    /// The AWS resources to watch. At least one target is required.
+    pub targets: Targets,
+    /// Flap guard: how many consecutive probes decide a change of health.
+    #[serde(default)]
+    pub detection: DetectionSpec,
+    /// What the controller may do about an incident, and the rails that hold it back.
+    #[serde(default)]
+    pub remediation: RemediationSpec,
+    /// Who is told, and how. Kubernetes Events are always emitted whatever this says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertsSpec>,
+}
+
+fn default_probe_interval() -> String {
+    "30s".into()
+}
+
+/// AWS account and region.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsSpec {
+    /// AWS region of every target in this policy, e.g. `us-east-1`.
+    #[schemars(length(min = 9, max = 32), pattern(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$"))]
+    pub region: String,
+    /// IAM role assumed through STS for this policy's calls. Without it the controller's own
+    /// credentials (IRSA, environment, profile) are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 20, max = 2048),
+        pattern(r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
+    )]
+    pub role_arn: Option<String>,
+}
+
+/// The AWS resources a policy watches.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.ecsServices) ? size(self.ecsServices) : 0) + (has(self.rdsInstances) ? size(self.rdsInstances) : 0) + (has(self.route53HealthChecks) ? size(self.route53HealthChecks) : 0) > 0",
+    "message": "targets must name at least one ECS service group, RDS instance or Route 53 health check"
+}]))]
+pub struct Targets {
+    /// ECS services, grouped by cluster. They are probed with one DescribeServices call per
+    /// ten services of a cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["cluster"]))]
+    pub ecs_services: Vec<EcsServiceTarget>,
+    /// RDS DB instances. Unhealthy when their status is not `available`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["identifier"]))]
+    pub rds_instances: Vec<RdsInstanceTarget>,
+    /// Route 53 health checks. Unhealthy when any checker reports a failure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["healthCheckId"]))]
+    pub route53_health_checks: Vec<Route53HealthCheckTarget>,
+}
+
+/// Services of one ECS cluster. Unhealthy when `runningCount < desiredCount`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EcsServiceTarget {
+    /// Name of the ECS cluster.
+    #[schemars(length(min = 1, max = 255), pattern(r"^[A-Za-z0-9_-]+$"))]
+    pub cluster: String,
+    /// Names of the services in that cluster. Each name at most once.
+    #[schemars(length(min = 1, max = 100))]
+    #[schemars(inner(length(min = 1, max = 255), pattern(r"^[A-Za-z0-9_-]+$")))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub services: Vec<String>,
+    /// Severity of an incident on these services. Defaults to `high`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+}
+
+/// One RDS DB instance. Unhealthy when its status is not `available`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RdsInstanceTarget {
+    /// The DB instance identifier: a letter, then letters, digits and single hyphens.
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-zA-Z](-?[a-zA-Z0-9])*$"))]
+    pub identifier: String,
+    /// Severity of an incident on this instance. Defaults to `critical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+}
+
+/// One Route 53 health check, and the DNS record to fail over when it fails.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Route53HealthCheckTarget {
+    /// The health check's id (a UUID).
+    #[schemars(length(min = 36, max = 36), pattern(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"))]
+    pub health_check_id: String,
+    /// Severity of an incident on this check. Defaults to `high`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// The record that UpdateDns points at the backup. Without it a network incident is
+    /// opened and alerted, but no plan can be made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Route53Failover>,
+}
+
+/// A DNS record and the alias target it is pointed at during failover.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.aliasTarget.dnsName.lowerAscii() + (self.aliasTarget.dnsName.endsWith('.') ? '' : '.') != self.recordName.lowerAscii() + (self.recordName.endsWith('.') ? '' : '.')",
+    "message": "failover.aliasTarget must differ from the record itself: an alias to itself is a loop"
+}]))]
+pub struct Route53Failover {
+    /// Hosted zone that holds the record, e.g. `Z1D633PJN98FT9`.
+    #[schemars(length(min = 1, max = 32), pattern(r"^[A-Z0-9]+$"))]
+    pub hosted_zone_id: String,
+    /// Fully qualified name of the record, e.g. `api.example.com`.
+    #[schemars(length(min = 1, max = 253), pattern(HOSTNAME))]
+    pub record_name: String,
+    /// Record type: A, AAAA or CNAME.
+    pub record_type: RecordType,
+    /// Where the record points during failover. Required: a failover without a target
+    /// would have nothing to point at.
+    pub alias_target: AliasTarget,
+}
+
+/// A DNS name, optionally with a trailing dot.
+const HOSTNAME: &str =
+    r"^([a-zA-Z0-9_]([-a-zA-Z0-9_]{0,61}[a-zA-Z0-9_])?\.)*[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?\.?$";
+
+/// DNS record types that Route 53 can alias.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordType {
+    /// IPv4 address record.
+    A,
+    /// IPv6 address record.
+    #[serde(rename = "AAAA")]
+    Aaaa,
+    /// Canonical name record.
+    #[serde(rename = "CNAME")]
+    Cname,
+}
+
+impl RecordType {
+    /// The wire name Route 53 uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::A => "A",
+            Self::Aaaa => "AAAA",
+            Self::Cname => "CNAME",
+        }
+    }
+}
+
+/// A Route 53 alias target.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AliasTarget {
+    /// DNS name of the backup, e.g. a load balancer or another record.
+    #[schemars(length(min = 1, max = 253), pattern(HOSTNAME))]
+    pub dns_name: String,
+    /// The hosted zone of the alias target itself (not the record's zone): for a load
+    /// balancer, its canonical hosted zone id.
+    #[schemars(length(min = 1, max = 32), pattern(r"^[A-Z0-9]+$"))]
+    pub hosted_zone_id: String,
+    /// Whether Route 53 checks the target's health before answering with it.
+    #[serde(default)]
+    pub evaluate_target_health: bool,
+}
+
+/// Flap guard thresholds.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DetectionSpec {
+    /// Consecutive unhealthy probes before an incident opens (1–10).
+    #[serde(default = "two")]
+    #[schemars(range(min = 1, max = 10))]
+    pub failure_threshold: u32,
+    /// Consecutive healthy probes before an incident resolves (1–10).
+    #[serde(default = "two")]
+    #[schemars(range(min = 1, max = 10))]
+    pub success_threshold: u32,
+}
+
+fn two() -> u32 {
+    2
+}
+
+impl Default for DetectionSpec {
+    fn default() -> Self {
+        Self { failure_threshold: 2, success_threshold: 2 }
+    }
+}
+
+/// How the controller may act.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RemediationMode {
+    /// Plans run as soon as the rails allow.
+    #[default]
+    Automatic,
+    /// Plans wait in `AwaitingApproval` until a person approves them.
+    Manual,
+    /// Plans are computed and every step is recorded as `Skipped` with the call it would
+    /// have made. No mutating AWS call is made.
+    DryRun,
+    /// Incidents are opened and alerted; no plan is created.
+    Disabled,
+}
+
+/// Remediation settings and safety rails.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RemediationSpec {
+    /// Automatic, Manual, DryRun or Disabled.
+    #[serde(default)]
+    pub mode: RemediationMode,
+    /// Plans of this policy that may execute at once (1–20).
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 20))]
+    pub max_concurrent_plans: u32,
+    /// Quiet time per target after a plan ends before another plan may act on it
+    /// (0s–24h, Go duration).
+    #[serde(default = "default_cooldown")]
+    #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "duration(self) <= duration('24h')",
+        "message": "cooldown must be at most 24h"
+    }]))]
+    pub cooldown: String,
+    /// Storm guard: when more than this percentage of the policy's targets are unhealthy,
+    /// incidents are opened but no plan acts (0–100).
+    #[serde(default = "fifty")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_unhealthy_percent: u32,
+    /// How long one step, including its verification, may take (30s–2h, Go duration).
+    #[serde(default = "default_step_timeout")]
+    #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "duration(self) >= duration('30s') && duration(self) <= duration('2h')",
+        "message": "stepTimeout must be between 30s and 2h"
+    }]))]
+    pub step_timeout: String,
+    /// Attempts of one action before the plan fails and hands off to people (1–10).
+    #[serde(default = "three")]
+    #[schemars(range(min = 1, max = 10))]
+    pub max_attempts: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+fn three() -> u32 {
+    3
+}
+fn fifty() -> u32 {
+    50
+}
+fn default_cooldown() -> String {
+    "15m".into()
+}
+fn default_step_timeout() -> String {
+    "10m".into()
+}
+
+impl Default for RemediationSpec {
+    fn default() -> Self {
+        Self {
+            mode: RemediationMode::Automatic,
+            max_concurrent_plans: 1,
+            cooldown: default_cooldown(),
+            max_unhealthy_percent: 50,
+            step_timeout: default_step_timeout(),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// Alert routing.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.slack) || has(self.email)",
+    "message": "alerts needs slack or email (or both); leave alerts out to rely on Kubernetes Events alone"
+}]))]
+pub struct AlertsSpec {
+    /// Incidents below this severity are not sent (Events are still emitted).
+    #[serde(default = "medium")]
+    pub min_severity: Severity,
+    /// Language of alert text.
+    #[serde(default)]
+    pub locale: Locale,
+    /// Slack incoming webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackSpec>,
+    /// E-mail over SMTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailSpec>,
+}
+
+fn medium() -> Severity {
+    Severity::Medium
+}
+
+/// Language of alert text.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Locale {
+    /// English.
+    #[default]
+    En,
+    /// Korean.
+    Ko,
+}
+
+/// A Slack incoming webhook.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SlackSpec {
+    /// The Secret key holding the webhook URL. The URL is a credential: it is never logged.
+    pub webhook_secret_ref: SecretKeyRef,
+    /// Channel named in the message, e.g. `#incidents`. The webhook decides where it lands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 80), pattern(r"^[#@][a-z0-9._-]+$"))]
+    pub channel: Option<String>,
+}
+
+/// E-mail delivery.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EmailSpec {
+    /// Secret with keys `host`, `port`, optional `username` / `password`, and optional
+    /// `tls` (`starttls` (default), `tls` or `none`).
+    pub smtp_secret_ref: SecretRef,
+    /// Sender address.
+    #[schemars(length(min = 3, max = 254), pattern(EMAIL))]
+    pub from: String,
+    /// Recipients (1–20), each at most once.
+    #[schemars(length(min = 1, max = 20))]
+    #[schemars(inner(length(min = 3, max = 254), pattern(EMAIL)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub to: Vec<String>,
+}
+
+const EMAIL: &str = r"^[^@\s]+@[^@\s]+\.[^@\s]+$";
+
+/// Observed state of a policy, written by the controller.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryPolicyStatus {
+    /// The generation of the spec that the last successful reconcile acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `AwsReachable`, `TargetsFound`, `RemediationAllowed`, `AlertsConfigured`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// When the targets were last probed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe_time: Option<Time>,
+    /// Target counts from the last probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<TargetCounts>,
+    /// Incidents of this policy that are not resolved.
+    #[serde(default)]
+    pub open_incidents: u32,
+    /// Per-target flap-guard counters, kept here so a restart neither opens nor resolves
+    /// an incident early.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["target"]))]
+    pub target_states: Vec<TargetState>,
+}
+
+/// Target counts.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetCounts {
+    /// All targets named by the policy.
+    pub total: u32,
+    /// Targets whose last probe was healthy.
+    pub healthy: u32,
+    /// Targets whose last probe was unhealthy.
+    pub unhealthy: u32,
+    /// Targets that could not be probed (AWS error, or not found).
+    #[serde(default)]
+    pub unknown: u32,
+}
+
+/// Flap-guard state of one target.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetState {
+    /// The target's key, e.g. `ecs/prod/checkout`, `rds/prod-db`, `route53/<id>`.
+    pub target: String,
+    /// Unhealthy probes in a row.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// Healthy probes in a row.
+    #[serde(default)]
+    pub consecutive_successes: u32,
+    /// Incidents opened for this target so far. The next incident's name carries this number,
+    /// so a crash between creating an incident and recording it here re-creates the same name
+    /// (and finds it) instead of opening a second one.
+    #[serde(default)]
+    pub opened: u32,
+    /// Name of the open incident for this target, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_incident: Option<String>,
+    /// When the last plan for this target ended (for the cooldown rail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_plan_ended_at: Option<Time>,
+}

@@ -1,0 +1,248 @@
+//! Detection: probes + the previous per-target state → the next state and what to do.
+//!
+//! The flap guard opens an incident only after `failureThreshold` unhealthy probes in a row
+//! and resolves it only after `successThreshold` healthy ones. A probe that could not be made
+//! (AWS error, target missing) is `Unknown`: it changes no counter, so an AWS outage is never
+//! mistaken for an unhealthy target, nor a throttled probe for a recovery.
+
+use std::collections::BTreeMap;
+
+use crate::api::incident::IncidentMetrics;
+use crate::api::policy::{DetectionSpec, RecoveryPolicySpec, TargetCounts, TargetState};
+
+use super::targets::{Target, incident_name, targets};
+
+/// What one probe of one target found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Probe {
+    /// Healthy, with the figures seen.
+    Healthy(IncidentMetrics),
+    /// Unhealthy, with the figures seen.
+    Unhealthy(IncidentMetrics),
+    /// Could not tell; the reason is for conditions and logs.
+    Unknown(String),
+}
+
+/// What the controller should do for one target.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Nothing to write.
+    Nothing,
+    /// Create the incident `name` (find it if it already exists).
+    Open { name: String, metrics: IncidentMetrics },
+    /// The incident is still open and the target still unhealthy: refresh lastSeenAt and
+    /// metrics (the controller writes only when they changed).
+    StillUnhealthy { incident: String, metrics: IncidentMetrics },
+    /// The target is healthy again: resolve the incident.
+    Resolve { incident: String, metrics: IncidentMetrics },
+    /// The target left the policy while its incident was open: resolve it as no longer watched.
+    Abandon { incident: String },
+}
+
+/// One probe's effect on one target's state.
+pub fn step(thresholds: &DetectionSpec, policy: &str, prev: &TargetState, probe: &Probe) -> (TargetState, Decision) {
+    let mut next = prev.clone();
+    let decision = match probe {
+        Probe::Unknown(_) => Decision::Nothing,
+        Probe::Unhealthy(metrics) => {
+            next.consecutive_failures = prev.consecutive_failures.saturating_add(1);
+            next.consecutive_successes = 0;
+            match &prev.open_incident {
+                Some(incident) => Decision::StillUnhealthy { incident: incident.clone(), metrics: metrics.clone() },
+                None if next.consecutive_failures >= thresholds.failure_threshold => {
+                    let name = incident_name(policy, &prev.target, prev.opened);
+                    next.opened = prev.opened.saturating_add(1);
+                    next.open_incident = Some(name.clone());
+                    Decision::Open { name, metrics: metrics.clone() }
+                }
+                None => Decision::Nothing,
+            }
+        }
+        Probe::Healthy(metrics) => {
+            next.consecutive_successes = prev.consecutive_successes.saturating_add(1);
+            next.consecutive_failures = 0;
+            match &prev.open_incident {
+                Some(incident) if next.consecutive_successes >= thresholds.success_threshold => {
+                    next.open_incident = None;
+                    Decision::Resolve { incident: incident.clone(), metrics: metrics.clone() }
+                }
+                _ => Decision::Nothing,
+            }
+        }
+    };
+    (next, decision)
+}
+
+/// The outcome of one probe cycle of a policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cycle {
+    /// The new per-target states, in target order (store them in the policy's status).
+    pub states: Vec<TargetState>,
+    /// One decision per target that needs one, plus abandoned incidents of removed targets.
+    pub decisions: Vec<(Option<Target>, Decision)>,
+    /// Counts for the policy's status.
+    pub counts: TargetCounts,
+}
+
+/// A whole probe cycle: every target of the policy, its previous state and its probe.
+///
+/// A target without a probe result is treated as `Unknown`. States of targets that left the
+/// policy are dropped; if one had an open incident, it is abandoned.
+pub fn detect(
+    policy_name: &str,
+    spec: &RecoveryPolicySpec,
+    previous: &[TargetState],
+    probes: &BTreeMap<String, Probe>,
+) -> Cycle {
+    let prev: BTreeMap<&str, &TargetState> = previous.iter().map(|s| (s.target.as_str(), s)).collect();
+    let all = targets(spec);
+    let mut counts = TargetCounts { total: all.len() as u32, ..TargetCounts::default() };
+    let mut states = Vec::with_capacity(all.len());
+    let mut decisions = Vec::new();
+    let unknown = Probe::Unknown("not probed".into());
+    for target in all {
+        let fresh = TargetState { target: target.key.clone(), ..TargetState::default() };
+        let before = prev.get(target.key.as_str()).copied().unwrap_or(&fresh);
+        let probe = probes.get(&target.key).unwrap_or(&unknown);
+        match probe {
+            Probe::Healthy(_) => counts.healthy += 1,
+            Probe::Unhealthy(_) => counts.unhealthy += 1,
+            Probe::Unknown(_) => counts.unknown += 1,
+        }
+        let (after, decision) = step(&spec.detection, policy_name, before, probe);
+        states.push(after);
+        if decision != Decision::Nothing {
+            decisions.push((Some(target), decision));
+        }
+    }
+    for gone in previous.iter().filter(|s| !states.iter().any(|n| n.target == s.target)) {
+        if let Some(incident) = &gone.open_incident {
+            decisions.push((None, Decision::Abandon { incident: incident.clone() }));
+        }
+    }
+    Cycle { states, decisions, counts }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::testing::policy;
+
+    fn th(f: u32, s: u32) -> DetectionSpec {
+        DetectionSpec { failure_threshold: f, success_threshold: s }
+    }
+    fn sick() -> Probe {
+        Probe::Unhealthy(IncidentMetrics { running_count: Some(1), desired_count: Some(3), ..Default::default() })
+    }
+    fn well() -> Probe {
+        Probe::Healthy(IncidentMetrics { running_count: Some(3), desired_count: Some(3), ..Default::default() })
+    }
+    fn err() -> Probe {
+        Probe::Unknown("ThrottlingException".into())
+    }
+
+    /// Feeds a sequence of probes to one target; returns the decisions by kind.
+    fn run(thresholds: DetectionSpec, probes: &[Probe]) -> Vec<&'static str> {
+        let mut state = TargetState { target: "ecs/prod/checkout".into(), ..Default::default() };
+        probes
+            .iter()
+            .map(|p| {
+                let (next, d) = step(&thresholds, "pol", &state, p);
+                state = next;
+                match d {
+                    Decision::Nothing => ".",
+                    Decision::Open { .. } => "open",
+                    Decision::StillUnhealthy { .. } => "still",
+                    Decision::Resolve { .. } => "resolve",
+                    Decision::Abandon { .. } => "abandon",
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn flap_guard_table() {
+        let cases: Vec<(&str, DetectionSpec, Vec<Probe>, Vec<&str>)> = vec![
+            ("opens at the threshold", th(2, 2), vec![sick(), sick()], vec![".", "open"]),
+            ("threshold one opens at once", th(1, 1), vec![sick(), well()], vec!["open", "resolve"]),
+            (
+                "flap below threshold opens nothing",
+                th(2, 2),
+                vec![sick(), well(), sick(), well()],
+                vec![".", ".", ".", "."],
+            ),
+            (
+                "keeps one incident while unhealthy",
+                th(2, 2),
+                vec![sick(), sick(), sick(), sick()],
+                vec![".", "open", "still", "still"],
+            ),
+            (
+                "resolves after success threshold",
+                th(2, 2),
+                vec![sick(), sick(), well(), well()],
+                vec![".", "open", ".", "resolve"],
+            ),
+            (
+                "a relapse mid-recovery keeps the incident",
+                th(2, 2),
+                vec![sick(), sick(), well(), sick(), well(), well()],
+                vec![".", "open", ".", "still", ".", "resolve"],
+            ),
+            ("AWS errors are not unhealthy", th(2, 2), vec![err(), err(), err()], vec![".", ".", "."]),
+            ("AWS errors neither count nor reset", th(2, 2), vec![sick(), err(), sick()], vec![".", ".", "open"]),
+            (
+                "AWS errors do not resolve",
+                th(2, 2),
+                vec![sick(), sick(), err(), err(), well()],
+                vec![".", "open", ".", ".", "."],
+            ),
+            (
+                "relapse after resolution opens anew",
+                th(1, 1),
+                vec![sick(), well(), sick()],
+                vec!["open", "resolve", "open"],
+            ),
+        ];
+        for (name, t, probes, want) in cases {
+            assert_eq!(run(t, &probes), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn relapse_gets_a_new_deterministic_name() {
+        let t = th(1, 1);
+        let s0 = TargetState { target: "rds/db".into(), ..Default::default() };
+        let (s1, d1) = step(&t, "pol", &s0, &sick());
+        let (s2, _) = step(&t, "pol", &s1, &well());
+        let (_, d3) = step(&t, "pol", &s2, &sick());
+        let (Decision::Open { name: a, .. }, Decision::Open { name: b, .. }) = (d1, d3) else { panic!("two opens") };
+        assert_ne!(a, b);
+        // A restart that lost the write of s1 recomputes the same first name.
+        let (_, again) = step(&t, "pol", &s0, &sick());
+        assert!(matches!(again, Decision::Open { name, .. } if name == a));
+    }
+
+    #[test]
+    fn cycle_counts_and_abandons_removed_targets() {
+        let spec = policy();
+        let mut probes = BTreeMap::new();
+        probes.insert("ecs/prod/checkout".to_string(), sick());
+        probes.insert("ecs/prod/cart".to_string(), well());
+        probes.insert("rds/prod-db".to_string(), err());
+        let previous = vec![
+            TargetState { target: "ecs/prod/checkout".into(), consecutive_failures: 1, ..Default::default() },
+            TargetState {
+                target: "ecs/prod/gone".into(),
+                open_incident: Some("inc-gone".into()),
+                ..Default::default()
+            },
+        ];
+        let cycle = detect("pol", &spec, &previous, &probes);
+        assert_eq!(cycle.counts, TargetCounts { total: 4, healthy: 1, unhealthy: 1, unknown: 2 });
+        assert_eq!(cycle.states.len(), 4);
+        assert_eq!(cycle.decisions.len(), 2, "{:?}", cycle.decisions);
+        assert!(matches!(&cycle.decisions[0], (Some(t), Decision::Open { .. }) if t.key == "ecs/prod/checkout"));
+        assert_eq!(cycle.decisions[1], (None, Decision::Abandon { incident: "inc-gone".into() }));
+    }
+}

@@ -1,0 +1,14 @@
+//! The pure core: detection, planning, the step state machine and the safety rails.
+//!
+//! Nothing here performs I/O or holds a kube or AWS client: functions take values (the API
+//! types, observations, the time) and return decisions, so every rule is a table test.
+
+pub mod detection;
+pub mod planning;
+pub mod rails;
+pub mod steps;
+pub mod targets;
+pub mod time;
+
+#[cfg(test)]
+pub(crate) mod testing;

@@ -1,0 +1,210 @@
+//! Safety rails: whether a plan may start acting now, and if not, which rail holds it.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::policy::RemediationMode;
+
+use super::time::add;
+
+/// The rails, each with a stable reason string used in conditions, Events and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rail {
+    /// The policy's mode is Disabled.
+    ModeDisabled,
+    /// More than maxUnhealthyPercent of the policy's targets are unhealthy.
+    TooManyUnhealthy,
+    /// maxConcurrentPlans of the policy are already executing.
+    MaxConcurrentPlans,
+    /// The target's cooldown since its last plan has not passed.
+    Cooldown,
+    /// Too many AWS errors across the process: new remediation pauses.
+    AwsCircuitOpen,
+    /// The policy that allowed the plan no longer exists.
+    PolicyMissing,
+}
+
+impl Rail {
+    /// The condition/Event reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::ModeDisabled => "RemediationDisabled",
+            Self::TooManyUnhealthy => "TooManyUnhealthy",
+            Self::MaxConcurrentPlans => "MaxConcurrentPlans",
+            Self::Cooldown => "Cooldown",
+            Self::AwsCircuitOpen => "AwsCircuitOpen",
+            Self::PolicyMissing => "PolicyMissing",
+        }
+    }
+}
+
+/// A rail holding remediation back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// Which rail.
+    pub rail: Rail,
+    /// For people: what holds, with the numbers.
+    pub message: String,
+    /// When it may let go by itself (cooldown); `None` when only a change elsewhere frees it.
+    pub until: Option<Timestamp>,
+}
+
+/// Everything the rails look at, gathered by the controller.
+#[derive(Clone, Debug)]
+pub struct RailInputs {
+    /// The policy's mode.
+    pub mode: RemediationMode,
+    /// Targets the policy names.
+    pub total_targets: u32,
+    /// Targets unhealthy at the last probe.
+    pub unhealthy_targets: u32,
+    /// The policy's maxUnhealthyPercent.
+    pub max_unhealthy_percent: u32,
+    /// Other plans of the policy currently executing.
+    pub executing_plans: u32,
+    /// The policy's maxConcurrentPlans.
+    pub max_concurrent_plans: u32,
+    /// When the target's last plan ended.
+    pub last_plan_ended_at: Option<Timestamp>,
+    /// The policy's cooldown.
+    pub cooldown: Duration,
+    /// Whether the process-wide AWS circuit breaker is open.
+    pub aws_circuit_open: bool,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// Whether a plan may start a mutating step now. Rails are checked in order of how much they
+/// tell a person: a disabled policy first, a transient cooldown last.
+pub fn may_act(i: &RailInputs) -> Result<(), Held> {
+    let held = |rail, message: String, until| Err(Held { rail, message, until });
+    if i.mode == RemediationMode::Disabled {
+        return held(Rail::ModeDisabled, "the policy's remediation mode is Disabled".into(), None);
+    }
+    // A single unhealthy target is never a storm: without this, every one-target policy
+    // would be held by any percentage below 100.
+    if i.unhealthy_targets >= 2
+        && u64::from(i.unhealthy_targets) * 100 > u64::from(i.total_targets) * u64::from(i.max_unhealthy_percent)
+    {
+        return held(
+            Rail::TooManyUnhealthy,
+            format!(
+                "{} of {} targets are unhealthy, above maxUnhealthyPercent {}%: incidents stay open but nothing acts",
+                i.unhealthy_targets, i.total_targets, i.max_unhealthy_percent
+            ),
+            None,
+        );
+    }
+    if i.aws_circuit_open {
+        return held(
+            Rail::AwsCircuitOpen,
+            "AWS is failing too many calls: new remediation pauses until it recovers".into(),
+            None,
+        );
+    }
+    if i.executing_plans >= i.max_concurrent_plans {
+        return held(
+            Rail::MaxConcurrentPlans,
+            format!(
+                "{} plans of this policy are executing (maxConcurrentPlans {})",
+                i.executing_plans, i.max_concurrent_plans
+            ),
+            None,
+        );
+    }
+    if let Some(ended) = i.last_plan_ended_at {
+        let until = add(ended, i.cooldown);
+        if i.now < until {
+            return held(
+                Rail::Cooldown,
+                format!("the target's cooldown after its last plan runs until {until}"),
+                Some(until),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::testing::at;
+
+    fn ok() -> RailInputs {
+        RailInputs {
+            mode: RemediationMode::Automatic,
+            total_targets: 10,
+            unhealthy_targets: 1,
+            max_unhealthy_percent: 50,
+            executing_plans: 0,
+            max_concurrent_plans: 1,
+            last_plan_ended_at: None,
+            cooldown: Duration::from_secs(900),
+            aws_circuit_open: false,
+            now: at(10_000),
+        }
+    }
+
+    #[test]
+    fn rails_table() {
+        type Tweak = Box<dyn Fn(&mut RailInputs)>;
+        let cases: Vec<(&str, Tweak, Option<Rail>)> = vec![
+            ("all clear", Box::new(|_| {}), None),
+            ("disabled", Box::new(|i| i.mode = RemediationMode::Disabled), Some(Rail::ModeDisabled)),
+            ("manual is not a rail", Box::new(|i| i.mode = RemediationMode::Manual), None),
+            ("storm: 6 of 10 above 50%", Box::new(|i| i.unhealthy_targets = 6), Some(Rail::TooManyUnhealthy)),
+            ("exactly 50% is allowed", Box::new(|i| i.unhealthy_targets = 5), None),
+            (
+                "one of one is not a storm",
+                Box::new(|i| {
+                    i.total_targets = 1;
+                    i.unhealthy_targets = 1
+                }),
+                None,
+            ),
+            (
+                "two of two is",
+                Box::new(|i| {
+                    i.total_targets = 2;
+                    i.unhealthy_targets = 2
+                }),
+                Some(Rail::TooManyUnhealthy),
+            ),
+            (
+                "0% holds any two",
+                Box::new(|i| {
+                    i.max_unhealthy_percent = 0;
+                    i.unhealthy_targets = 2
+                }),
+                Some(Rail::TooManyUnhealthy),
+            ),
+            ("circuit open", Box::new(|i| i.aws_circuit_open = true), Some(Rail::AwsCircuitOpen)),
+            ("concurrency full", Box::new(|i| i.executing_plans = 1), Some(Rail::MaxConcurrentPlans)),
+            ("cooldown running", Box::new(|i| i.last_plan_ended_at = Some(at(9_500))), Some(Rail::Cooldown)),
+            ("cooldown over", Box::new(|i| i.last_plan_ended_at = Some(at(9_000))), None),
+            (
+                "storm beats cooldown",
+                Box::new(|i| {
+                    i.unhealthy_targets = 9;
+                    i.last_plan_ended_at = Some(at(9_999))
+                }),
+                Some(Rail::TooManyUnhealthy),
+            ),
+        ];
+        for (name, tweak, want) in cases {
+            let mut i = ok();
+            tweak(&mut i);
+            assert_eq!(may_act(&i).err().map(|h| h.rail), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn cooldown_says_until_when() {
+        let mut i = ok();
+        i.last_plan_ended_at = Some(at(9_500));
+        let held = may_act(&i).unwrap_err();
+        assert_eq!(held.until, Some(at(10_400)));
+        assert!(held.message.contains("cooldown"));
+    }
+}

@@ -1,0 +1,412 @@
+//! Table tests of the step state machine, and a crash-at-every-boundary simulation.
+
+use super::*;
+use crate::api::plan::StepParameters;
+use crate::core::rails::{Held, Rail};
+use crate::core::testing::at;
+
+fn spec(dry_run: bool) -> RecoveryPlanSpec {
+    let params = StepParameters {
+        region: "us-east-1".into(),
+        cluster: Some("prod".into()),
+        service: Some("checkout".into()),
+        ..Default::default()
+    };
+    let step =
+        |order, action| PlanStep { order, action, target: "ecs/prod/checkout".into(), parameters: params.clone() };
+    RecoveryPlanSpec {
+        incident: "inc".into(),
+        incident_id: "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f".into(),
+        policy: "pol".into(),
+        dry_run,
+        steps: vec![step(1, StepAction::RestartService), step(2, StepAction::VerifyService)],
+    }
+}
+
+fn settings() -> Settings {
+    Settings { step_timeout: Duration::from_secs(300), ..Settings::default() }
+}
+
+fn ev(k: &str, v: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(k.to_owned(), v.to_owned())])
+}
+
+/// A test harness: the plan as stored, plus the knobs `decide` reads.
+struct Plan {
+    spec: RecoveryPlanSpec,
+    status: RecoveryPlanStatus,
+    manual: bool,
+    approved_by: Option<String>,
+    gate: Gate,
+    settings: Settings,
+    now: Timestamp,
+}
+
+impl Plan {
+    fn new() -> Self {
+        Self {
+            spec: spec(false),
+            status: RecoveryPlanStatus::default(),
+            manual: false,
+            approved_by: None,
+            gate: Gate::Open,
+            settings: settings(),
+            now: at(0),
+        }
+    }
+    fn inputs(&self) -> Inputs<'_> {
+        Inputs {
+            spec: &self.spec,
+            status: &self.status,
+            manual: self.manual,
+            approved_by: self.approved_by.as_deref(),
+            gate: &self.gate,
+            settings: &self.settings,
+            now: self.now,
+        }
+    }
+    fn decide(&self) -> Next {
+        decide(&self.inputs())
+    }
+    /// Decides and applies a Persist; panics on anything else.
+    fn persist(&mut self) -> Vec<Transition> {
+        match self.decide() {
+            Next::Persist(u) => {
+                assert_ne!(u.status, self.status, "a Persist must change the status");
+                self.status = u.status;
+                u.transitions
+            }
+            other => panic!("expected Persist, got {other:?}"),
+        }
+    }
+    fn started(&self) -> Started {
+        match self.decide() {
+            Next::Act(s) | Next::Verify(s) => s,
+            other => panic!("expected Act or Verify, got {other:?}"),
+        }
+    }
+    fn act(&mut self, outcome: ActionOutcome) -> Update {
+        let s = self.started();
+        let u = record_action(&self.inputs(), s, outcome);
+        self.status = u.status.clone();
+        u
+    }
+    fn verify(&mut self, outcome: VerifyOutcome) -> Update {
+        let s = self.started();
+        let u = record_verify(&self.inputs(), s, outcome);
+        self.status = u.status.clone();
+        u
+    }
+    fn step(&self, order: u32) -> &StepStatus {
+        self.status.steps.iter().find(|s| s.order == order).unwrap()
+    }
+    /// Runs to step 1 persisted InProgress.
+    fn at_first_action(mut self) -> Self {
+        self.persist(); // Created
+        self.persist(); // Executing
+        self.persist(); // step 1 InProgress
+        self
+    }
+}
+
+fn done(message: &str) -> ActionOutcome {
+    ActionOutcome::Done { evidence: ev("deploymentId", "ecs-svc/2"), message: message.into() }
+}
+
+#[test]
+fn happy_path_writes_the_minimum() {
+    let mut p = Plan::new();
+    assert_eq!(p.persist(), vec![Transition::Created]);
+    assert_eq!(p.status.phase, Some(PlanPhase::Created));
+    assert_eq!(p.status.progress.as_deref(), Some("0/2"));
+    assert!(matches!(p.persist()[..], [Transition::Executing { approved_by: None }]));
+    assert!(matches!(p.persist()[..], [Transition::StepStarted { order: 1, attempt: 1, .. }]));
+    assert_eq!(p.step(1).phase, StepPhase::InProgress);
+    assert_eq!(p.step(1).started_at, Some(Time(at(0))));
+    let started = p.started();
+    assert_eq!(
+        (started.order(), started.action(), started.attempt(), started.since()),
+        (1, StepAction::RestartService, 1, at(0))
+    );
+    p.act(done("UpdateService accepted"));
+    assert_eq!(p.step(1).phase, StepPhase::Completed);
+    assert_eq!(p.step(1).evidence, ev("deploymentId", "ecs-svc/2"));
+    assert_eq!(p.status.progress.as_deref(), Some("1/2"));
+    p.persist(); // step 2 InProgress
+    let verify = p.started();
+    assert_eq!(verify.earlier_evidence(), &ev("deploymentId", "ecs-svc/2"), "verify sees the restart's evidence");
+    p.verify(VerifyOutcome::Satisfied { evidence: ev("runningCount", "3"), message: "ok".into() });
+    assert_eq!(p.persist(), vec![Transition::Completed]);
+    assert_eq!(p.status.phase, Some(PlanPhase::Completed));
+    assert_eq!(p.status.progress.as_deref(), Some("2/2"));
+    assert_eq!(p.decide(), Next::Done);
+}
+
+#[test]
+fn found_in_progress_after_restart_acts_again_without_a_new_attempt() {
+    let p = Plan::new().at_first_action();
+    let before = p.status.clone();
+    // The process died here; a new one reads the same status.
+    let again = Plan { status: before, now: at(42), ..Plan::new() }.started();
+    assert_eq!((again.attempt(), again.since()), (1, at(0)), "same attempt, check since the first start");
+}
+
+#[test]
+fn already_done_completes_without_calling() {
+    let mut p = Plan::new().at_first_action();
+    let u = p.act(ActionOutcome::AlreadyDone {
+        evidence: ev("deploymentId", "ecs-svc/2"),
+        message: "found deployment newer than startedAt".into(),
+    });
+    assert!(matches!(u.transitions[..], [Transition::StepCompleted { order: 1, .. }]));
+    assert_eq!(p.step(1).phase, StepPhase::Completed);
+}
+
+#[test]
+fn retryable_failure_backs_off_then_retries_keeping_the_first_start() {
+    let mut p = Plan::new().at_first_action();
+    let u = p.act(ActionOutcome::Failed { message: "ThrottlingException".into(), retryable: true });
+    assert_eq!(u.requeue, Some(Duration::from_secs(10)));
+    assert_eq!(p.step(1).phase, StepPhase::Pending);
+    assert_eq!(p.step(1).next_attempt_at, Some(Time(at(10))));
+    p.now = at(5);
+    assert_eq!(p.decide(), Next::Wait(Some(Duration::from_secs(5))));
+    p.now = at(10);
+    assert!(matches!(p.persist()[..], [Transition::StepStarted { attempt: 2, .. }]));
+    assert_eq!(p.step(1).started_at, Some(Time(at(0))), "the effect check still looks back to the first attempt");
+    assert_eq!(p.step(1).attempt_started_at, Some(Time(at(10))));
+    let u = p.act(ActionOutcome::Failed { message: "500".into(), retryable: true });
+    assert_eq!(u.requeue, Some(Duration::from_secs(20)), "backoff doubles");
+}
+
+#[test]
+fn retry_cap_fails_the_plan_and_skips_the_rest() {
+    let mut p = Plan::new().at_first_action();
+    p.settings.max_attempts = 1;
+    let u = p.act(ActionOutcome::Failed { message: "ThrottlingException".into(), retryable: true });
+    assert!(u.transitions.iter().any(|t| matches!(t, Transition::Failed { .. })));
+    assert_eq!(p.status.phase, Some(PlanPhase::Failed));
+    assert_eq!(p.step(1).phase, StepPhase::Failed);
+    assert!(p.step(1).message.as_deref().unwrap().contains("gave up after 1 attempts"));
+    assert_eq!(p.step(2).phase, StepPhase::Skipped);
+    assert_eq!(p.decide(), Next::Done);
+}
+
+#[test]
+fn non_retryable_failure_fails_at_once() {
+    let mut p = Plan::new().at_first_action();
+    p.act(ActionOutcome::Failed { message: "ServiceNotFoundException".into(), retryable: false });
+    assert_eq!(p.status.phase, Some(PlanPhase::Failed));
+    assert!(p.status.message.as_deref().unwrap().contains("not retryable"));
+}
+
+#[test]
+fn deferred_action_waits_without_a_new_attempt_until_the_timeout() {
+    let mut p = Plan::new().at_first_action();
+    let u = p.act(ActionOutcome::Deferred {
+        message: "an earlier rollout is still running".into(),
+        retry_after: Duration::from_secs(15),
+    });
+    assert_eq!(u.requeue, Some(Duration::from_secs(15)));
+    assert_eq!((p.step(1).phase, p.step(1).attempts), (StepPhase::InProgress, 1));
+    p.now = at(300);
+    p.act(ActionOutcome::Deferred { message: "still rolling out".into(), retry_after: Duration::from_secs(15) });
+    assert_eq!(p.status.phase, Some(PlanPhase::Failed));
+}
+
+#[test]
+fn verify_polls_until_timeout() {
+    let mut p = Plan::new().at_first_action();
+    p.act(done("ok"));
+    p.now = at(100);
+    p.persist(); // verify InProgress, started at 100
+    let u = p.verify(VerifyOutcome::NotYet { message: "runningCount 1 < desiredCount 3".into() });
+    assert_eq!(u.requeue, Some(Duration::from_secs(10)));
+    assert_eq!(p.step(2).phase, StepPhase::InProgress);
+    p.now = at(395);
+    let u = p.verify(VerifyOutcome::NotYet { message: "runningCount 1 < desiredCount 3".into() });
+    assert_eq!(u.requeue, Some(Duration::from_secs(5)), "never sleeps past the deadline");
+    p.now = at(400);
+    // At the deadline decide fails it without asking AWS again.
+    assert!(matches!(p.persist().last(), Some(Transition::Failed { .. })));
+    assert_eq!(p.step(2).phase, StepPhase::Failed);
+    assert!(p.status.message.as_deref().unwrap().contains("stepTimeout 300s"));
+}
+
+#[test]
+fn verify_timeout_is_also_caught_on_record() {
+    let mut p = Plan::new().at_first_action();
+    p.act(done("ok"));
+    p.persist();
+    let s = p.started();
+    p.now = at(301);
+    let u = record_verify(&p.inputs(), s, VerifyOutcome::NotYet { message: "status rebooting".into() });
+    assert_eq!(u.status.phase, Some(PlanPhase::Failed));
+}
+
+#[test]
+fn manual_waits_for_approval() {
+    let mut p = Plan { manual: true, ..Plan::new() };
+    p.persist();
+    assert_eq!(p.persist(), vec![Transition::AwaitingApproval]);
+    assert_eq!(p.status.phase, Some(PlanPhase::AwaitingApproval));
+    assert_eq!(p.decide(), Next::Wait(None), "no write while waiting");
+    p.approved_by = Some("alice".into());
+    assert_eq!(p.persist(), vec![Transition::Executing { approved_by: Some("alice".into()) }]);
+    assert_eq!(p.status.approved_by.as_deref(), Some("alice"));
+}
+
+#[test]
+fn dry_run_skips_every_step_and_never_acts() {
+    let mut p = Plan { spec: spec(true), ..Plan::new() };
+    p.persist();
+    let t = p.persist();
+    assert_eq!(t.len(), 3);
+    assert_eq!(p.status.phase, Some(PlanPhase::Completed));
+    assert!(p.status.steps.iter().all(|s| s.phase == StepPhase::Skipped && s.attempts == 0));
+    assert!(
+        p.step(1)
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("UpdateService(cluster=prod, service=checkout, forceNewDeployment=true)")
+    );
+}
+
+fn storm() -> Gate {
+    Gate::Hold(Held { rail: Rail::TooManyUnhealthy, message: "6 of 10 targets are unhealthy".into(), until: None })
+}
+
+#[test]
+fn a_hold_keeps_the_plan_from_starting_and_writes_once() {
+    let mut p = Plan { gate: storm(), ..Plan::new() };
+    p.persist();
+    assert!(matches!(&p.persist()[..], [Transition::Held { reason: "TooManyUnhealthy", .. }]));
+    assert_eq!(p.status.phase, Some(PlanPhase::Created));
+    assert_eq!(crate::api::common::condition(&p.status.conditions, HELD).unwrap().reason, "TooManyUnhealthy");
+    assert_eq!(p.decide(), Next::Wait(None), "an unchanged hold is not written again");
+    p.gate = Gate::Open;
+    p.persist();
+    assert_eq!(p.status.phase, Some(PlanPhase::Executing));
+    assert!(p.status.conditions.is_empty(), "the Held condition is cleared");
+}
+
+#[test]
+fn a_hold_blocks_actions_but_not_verifications() {
+    let mut p = Plan::new().at_first_action();
+    p.gate = storm();
+    assert!(
+        matches!(p.decide(), Next::Persist(Update { ref transitions, .. }) if matches!(transitions[..], [Transition::Held { .. }]))
+    );
+    p.gate = Gate::Open;
+    p.act(done("ok"));
+    p.gate = storm();
+    p.persist(); // verify starts despite the hold
+    assert!(matches!(p.decide(), Next::Verify(_)));
+}
+
+#[test]
+fn cooldown_hold_requeues_at_its_end() {
+    let mut p = Plan {
+        gate: Gate::Hold(Held { rail: Rail::Cooldown, message: "cooldown".into(), until: Some(at(60)) }),
+        ..Plan::new()
+    };
+    p.persist();
+    match p.decide() {
+        Next::Persist(u) => assert_eq!(u.requeue, Some(Duration::from_secs(60))),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn stop_waits_for_an_action_in_flight_then_fails_at_the_boundary() {
+    let mut p = Plan::new().at_first_action();
+    p.gate = Gate::Stop("policy pol was deleted".into());
+    assert!(matches!(p.decide(), Next::Act(_)), "an action in flight finishes");
+    p.act(done("ok"));
+    let t = p.persist();
+    assert!(matches!(t.last(), Some(Transition::Failed { message }) if message == "stopped: policy pol was deleted"));
+    assert_eq!(p.step(1).phase, StepPhase::Completed, "what was done stays recorded");
+    assert_eq!(p.step(2).phase, StepPhase::Skipped);
+}
+
+#[test]
+fn stop_before_start_fails_without_acting() {
+    let mut p = Plan::new();
+    p.persist();
+    p.gate = Gate::Stop("policy pol was deleted".into());
+    p.persist();
+    assert_eq!(p.status.phase, Some(PlanPhase::Failed));
+    assert!(p.status.steps.iter().all(|s| s.phase == StepPhase::Skipped));
+}
+
+#[test]
+fn a_failed_step_in_an_executing_plan_is_repaired() {
+    let mut p = Plan::new().at_first_action();
+    p.status.steps[0].phase = StepPhase::Failed;
+    p.persist();
+    assert_eq!(p.status.phase, Some(PlanPhase::Failed));
+}
+
+/// The at-most-once rule, simulated: the controller dies at every boundary of the protocol
+/// (before or after each status write, after the AWS call returns), restarts from what was
+/// persisted, and in every case the action reaches AWS exactly once and the plan completes.
+#[test]
+fn killed_at_every_boundary_acts_exactly_once() {
+    for crash_at in 0..40 {
+        let mut persisted = Plan::new();
+        let mut applied = false; // the effect in AWS
+        let mut calls = 0;
+        let mut boundary = 0;
+        let mut crashed = false;
+        let crash = |b: &mut u32| {
+            *b += 1;
+            *b == crash_at + 1
+        };
+        for _ in 0..30 {
+            if persisted.status.phase == Some(PlanPhase::Completed) {
+                break;
+            }
+            let mut working = Plan { status: persisted.status.clone(), ..Plan::new() };
+            let next = working.decide();
+            let new_status = match next {
+                Next::Persist(u) => Some(u.status),
+                Next::Act(started) => {
+                    // Check first: has the effect happened since startedAt?
+                    let outcome = if applied {
+                        ActionOutcome::AlreadyDone { evidence: ev("deploymentId", "d2"), message: "found".into() }
+                    } else {
+                        calls += 1;
+                        applied = true;
+                        if crash(&mut boundary) {
+                            crashed = true;
+                            continue; // died after the call returned, before recording
+                        }
+                        done("called")
+                    };
+                    Some(record_action(&working.inputs(), started, outcome).status)
+                }
+                Next::Verify(started) => Some(
+                    record_verify(
+                        &working.inputs(),
+                        started,
+                        VerifyOutcome::Satisfied { evidence: BTreeMap::new(), message: "ok".into() },
+                    )
+                    .status,
+                ),
+                other => panic!("unexpected {other:?}"),
+            };
+            if crash(&mut boundary) {
+                crashed = true;
+                continue; // died before the write landed
+            }
+            working.status = new_status.expect("a new status");
+            persisted.status = working.status;
+        }
+        assert_eq!(persisted.status.phase, Some(PlanPhase::Completed), "crash at {crash_at}");
+        assert_eq!(calls, 1, "crash at boundary {crash_at}: the action reached AWS {calls} times");
+        if crash_at < 6 {
+            assert!(crashed, "boundary {crash_at} should have been reached");
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! aws-recovery-controller: detects unhealthy AWS workloads and drives their recovery through
+//! Kubernetes resources, acting at most once per step.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod core;
