@@ -3,4 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod aws;
+pub mod controller;
 pub mod core;

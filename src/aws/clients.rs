@@ -1,0 +1,101 @@
+//! SDK clients per (region, role), shared by every policy that names the same pair.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Semaphore;
+
+/// Route 53's account-wide limit.
+const ROUTE53_PER_SECOND: u32 = 5;
+
+/// Clients for one region and role.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    /// ECS.
+    pub ecs: aws_sdk_ecs::Client,
+    /// RDS.
+    pub rds: aws_sdk_rds::Client,
+    /// Route 53.
+    pub route53: aws_sdk_route53::Client,
+    /// Process-wide limits shared by every client.
+    pub limits: Arc<Limits>,
+}
+
+/// Process-wide limits on AWS calls.
+#[derive(Debug)]
+pub struct Limits {
+    /// Calls in flight across the process: bounds memory and sockets at 10,000 targets.
+    pub in_flight: Semaphore,
+    /// Route 53 requests per second across the process.
+    pub route53: DefaultDirectRateLimiter,
+}
+
+/// Builds and caches [`Clients`].
+pub struct ClientCache {
+    base: SdkConfig,
+    limits: Arc<Limits>,
+    clients: Mutex<HashMap<(String, Option<String>), Clients>>,
+}
+
+impl ClientCache {
+    /// Loads the standard provider chain (environment, web identity / IRSA, profile) once.
+    /// `AWS_ENDPOINT_URL` is honoured by the SDK, which is how tests reach moto.
+    pub async fn from_env(max_in_flight: usize) -> Self {
+        let base = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(4).with_max_backoff(Duration::from_secs(5)))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(10))
+                    .operation_timeout(Duration::from_secs(30))
+                    .build(),
+            )
+            .load()
+            .await;
+        Self::new(base, max_in_flight)
+    }
+
+    /// From a ready config (tests).
+    pub fn new(base: SdkConfig, max_in_flight: usize) -> Self {
+        let limits = Arc::new(Limits {
+            in_flight: Semaphore::new(max_in_flight.max(1)),
+            route53: RateLimiter::direct(Quota::per_second(
+                std::num::NonZeroU32::new(ROUTE53_PER_SECOND).expect("non-zero"),
+            )),
+        });
+        Self { base, limits, clients: Mutex::new(HashMap::new()) }
+    }
+
+    /// The clients for a region and optional role. With a role, credentials come from STS
+    /// AssumeRole on top of the base chain and are cached and refreshed by the SDK.
+    pub async fn get(&self, region: &str, role_arn: Option<&str>) -> Clients {
+        let key = (region.to_owned(), role_arn.map(str::to_owned));
+        if let Some(c) = self.clients.lock().expect("not poisoned").get(&key) {
+            return c.clone();
+        }
+        let mut builder = self.base.to_builder().region(Region::new(region.to_owned()));
+        if let Some(role) = role_arn {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name("aws-recovery-controller")
+                .region(Region::new(region.to_owned()))
+                .configure(&self.base)
+                .build()
+                .await;
+            builder =
+                builder.credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider));
+        }
+        let config = builder.build();
+        let clients = Clients {
+            ecs: aws_sdk_ecs::Client::new(&config),
+            rds: aws_sdk_rds::Client::new(&config),
+            route53: aws_sdk_route53::Client::new(&config),
+            limits: self.limits.clone(),
+        };
+        self.clients.lock().expect("not poisoned").entry(key).or_insert(clients).clone()
+    }
+}

@@ -1,0 +1,172 @@
+//! Detection's writes to Incidents: open (create-or-find by deterministic name), refresh,
+//! resolve. Each is idempotent, so a crash between any two of them is repaired by the next
+//! probe cycle.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::{Resource, ResourceExt};
+
+use crate::api::incident::{Incident, IncidentMetrics, IncidentPhase, IncidentSpec, IncidentStatus, IncidentType};
+use crate::api::{RecoveryPolicy, common};
+use crate::core::targets::Target;
+use crate::core::time::since;
+
+use super::{MANAGER, POLICY_LABEL, replace_status};
+
+/// Without a change of metrics, lastSeenAt is refreshed at most this often, so a long
+/// incident costs one write per interval instead of one per probe.
+const LAST_SEEN_REFRESH: Duration = Duration::from_secs(300);
+
+/// Creates the incident, or finds it if an earlier attempt already did; then makes sure its
+/// status says Detected. Returns the incident and whether this call created it.
+pub async fn open(
+    api: &Api<Incident>,
+    policy: &RecoveryPolicy,
+    target: &Target,
+    name: &str,
+    metrics: &IncidentMetrics,
+    now: Timestamp,
+) -> Result<(Incident, bool), kube::Error> {
+    let spec = IncidentSpec {
+        id: uuid::Uuid::new_v4().to_string(),
+        type_: target.incident_type(),
+        severity: target.severity,
+        policy: policy.name_any(),
+        target: target.key.clone(),
+        resource: target.resource.clone(),
+        description: describe(target, metrics),
+        affected_components: affected(target, policy),
+    };
+    let obj = Incident {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: policy.namespace(),
+            labels: Some(BTreeMap::from([(POLICY_LABEL.to_owned(), policy.name_any())])),
+            owner_references: policy.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    };
+    let pp = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+    let (mut inc, created) = match api.create(&pp, &obj).await {
+        Ok(inc) => (inc, true),
+        Err(kube::Error::Api(e)) if e.code == 409 => (api.get(name).await?, false),
+        Err(e) => return Err(e),
+    };
+    if inc.status.as_ref().and_then(|s| s.phase).is_none() {
+        inc.status = Some(IncidentStatus {
+            phase: Some(IncidentPhase::Detected),
+            detected_at: Some(Time(now)),
+            last_seen_at: Some(Time(now)),
+            metrics: Some(metrics.clone()),
+            ..IncidentStatus::default()
+        });
+        inc = replace_status(api, &inc).await?;
+    }
+    Ok((inc, created))
+}
+
+/// Refreshes metrics and lastSeenAt of an open incident, writing only when the metrics
+/// changed or lastSeenAt is stale. Returns false when the incident no longer exists (a
+/// person deleted it), so detection can open a new one.
+pub async fn still_unhealthy(
+    api: &Api<Incident>,
+    name: &str,
+    metrics: &IncidentMetrics,
+    now: Timestamp,
+) -> Result<bool, kube::Error> {
+    let Some(mut inc) = api.get_opt(name).await? else { return Ok(false) };
+    let status = inc.status.get_or_insert_with(IncidentStatus::default);
+    if status.phase == Some(IncidentPhase::Resolved) {
+        return Ok(false);
+    }
+    let stale = status.last_seen_at.as_ref().is_none_or(|t| since(now, t.0) >= LAST_SEEN_REFRESH);
+    if status.metrics.as_ref() != Some(metrics) || stale {
+        status.metrics = Some(metrics.clone());
+        status.last_seen_at = Some(Time(now));
+        replace_status(api, &inc).await?;
+    }
+    Ok(true)
+}
+
+/// Marks an incident Resolved. Returns the incident if this call resolved it.
+pub async fn resolve(
+    api: &Api<Incident>,
+    name: &str,
+    metrics: Option<&IncidentMetrics>,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> Result<Option<Incident>, kube::Error> {
+    let Some(mut inc) = api.get_opt(name).await? else { return Ok(None) };
+    let generation = inc.metadata.generation;
+    let status = inc.status.get_or_insert_with(IncidentStatus::default);
+    if status.phase == Some(IncidentPhase::Resolved) {
+        return Ok(None);
+    }
+    status.phase = Some(IncidentPhase::Resolved);
+    status.resolved_at = Some(Time(now));
+    if let Some(m) = metrics {
+        status.metrics = Some(m.clone());
+    }
+    common::set_condition(&mut status.conditions, "Resolved", true, reason, message, generation, now);
+    Ok(Some(replace_status(api, &inc).await?))
+}
+
+/// One sentence for people, in the seed's spirit but with the figures.
+fn describe(target: &Target, m: &IncidentMetrics) -> String {
+    let r = &target.resource;
+    let or = |v: &Option<String>| v.clone().unwrap_or_default();
+    match target.incident_type() {
+        IncidentType::Service => format!(
+            "ECS service {} in cluster {} runs {} of {} desired tasks ({} pending)",
+            or(&r.service),
+            or(&r.cluster),
+            m.running_count.unwrap_or_default(),
+            m.desired_count.unwrap_or_default(),
+            m.pending_count.unwrap_or_default()
+        ),
+        IncidentType::Database => format!(
+            "RDS instance {} is {}, not available{}",
+            or(&r.identifier),
+            m.db_status.as_deref().unwrap_or("unknown"),
+            if m.multi_az == Some(true) { " (Multi-AZ)" } else { "" }
+        ),
+        IncidentType::Network => format!(
+            "Route 53 health check {}: {} of {} checkers report failure",
+            or(&r.health_check_id),
+            m.failing_observations.unwrap_or_default(),
+            m.total_observations.unwrap_or_default()
+        ),
+    }
+}
+
+fn affected(target: &Target, policy: &RecoveryPolicy) -> Vec<String> {
+    let r = &target.resource;
+    match target.incident_type() {
+        IncidentType::Service => {
+            vec![format!("ecs:{}/{}", r.cluster.as_deref().unwrap_or(""), r.service.as_deref().unwrap_or(""))]
+        }
+        IncidentType::Database => vec![format!("rds:{}", r.identifier.as_deref().unwrap_or(""))],
+        IncidentType::Network => {
+            let id = r.health_check_id.as_deref().unwrap_or("");
+            let mut out = vec![format!("route53-health-check:{id}")];
+            if let Some(f) = policy
+                .spec
+                .targets
+                .route53_health_checks
+                .iter()
+                .find(|h| h.health_check_id == id)
+                .and_then(|h| h.failover.as_ref())
+            {
+                out.push(format!("dns:{}", f.record_name));
+            }
+            out
+        }
+    }
+}

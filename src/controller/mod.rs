@@ -1,0 +1,157 @@
+//! The imperative shell: kube-runtime controllers that read, call the pure core, write
+//! status and emit Events.
+
+pub mod incidents;
+pub mod policy;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::RecoveryPolicy;
+use crate::aws::ClientCache;
+
+/// Name under which the controller writes and reports.
+pub const MANAGER: &str = "aws-recovery-controller";
+
+/// Label on every object the controller creates, naming the policy it belongs to.
+pub const POLICY_LABEL: &str = "recovery.dev/policy";
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// AWS clients and process-wide AWS limits.
+    pub aws: ClientCache,
+    /// Event recorder.
+    pub recorder: Recorder,
+}
+
+impl Context {
+    /// A context for the given clients.
+    pub fn new(client: Client, aws: ClientCache, instance: Option<String>) -> Arc<Self> {
+        let reporter = Reporter { controller: MANAGER.into(), instance };
+        Arc::new(Self { recorder: Recorder::new(client.clone(), reporter), client, aws })
+    }
+
+    /// Emits an Event; a failure to record it is logged, never fatal.
+    pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(note, 1000)),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not record event");
+        }
+    }
+}
+
+/// Errors of a reconcile, by what should happen next.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed; retry soon.
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// The object cannot be acted on until it changes.
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+}
+
+impl Error {
+    /// A short label for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Kube(kube::Error::Api(e)) if e.code == 409 => "conflict",
+            Self::Kube(_) => "kubernetes",
+            Self::InvalidSpec(_) => "invalid_spec",
+        }
+    }
+}
+
+/// Retry policy shared by the controllers: an invalid spec waits for a change; a conflict
+/// re-reads at once; other API errors back off.
+pub fn error_policy<K>(_obj: Arc<K>, err: &Error, _ctx: Arc<Context>) -> Action {
+    match err {
+        Error::InvalidSpec(_) => Action::await_change(),
+        Error::Kube(kube::Error::Api(e)) if e.code == 409 => Action::requeue(Duration::from_millis(200)),
+        Error::Kube(_) => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+/// Writes an object's status with its resourceVersion as a precondition: a concurrent writer
+/// makes this fail with 409, and the reconcile re-reads instead of overwriting.
+pub async fn replace_status<K>(api: &Api<K>, obj: &K) -> Result<K, kube::Error>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    api.replace_status(&obj.name_any(), &PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, obj)
+        .await
+}
+
+/// Now, as the API's timestamp type.
+pub fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// Runs the controllers until the shutdown future resolves.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>, concurrency: u16) {
+    let policies: Api<RecoveryPolicy> = match &namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let cfg = kube::runtime::controller::Config::default().concurrency(concurrency);
+    Controller::new(policies, watcher::Config::default().any_semantic())
+        .with_config(cfg)
+        .graceful_shutdown_on(shutdown_signal())
+        .run(policy::reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "policy reconcile failed");
+            }
+        })
+        .await;
+}
+
+/// SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutting down: finishing in-flight reconciles");
+}

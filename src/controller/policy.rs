@@ -1,0 +1,191 @@
+//! The RecoveryPolicy reconciler: validate → probe AWS → detect (pure) → write incidents →
+//! write the policy's status → requeue at the next probe time.
+//!
+//! Network: `probe` talks to AWS; `apply_decisions` and `write_status` to the API server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use crate::api::RecoveryPolicy;
+use crate::api::common::{self, parse_duration};
+use crate::api::incident::Incident;
+use crate::api::policy::{RecoveryPolicyStatus, TargetState};
+use crate::aws::probe::{ProbeReport, probe_policy};
+use crate::core::detection::{Decision, detect};
+use crate::core::time::{add, since};
+
+use super::{Context, Error, MANAGER, incidents, now};
+
+/// Condition types on a policy.
+pub mod conditions {
+    /// All is well: AWS answered and every target exists.
+    pub const READY: &str = "Ready";
+    /// The last probe cycle reached AWS without errors.
+    pub const AWS_REACHABLE: &str = "AwsReachable";
+    /// Every target named by the policy exists in AWS.
+    pub const TARGETS_FOUND: &str = "TargetsFound";
+}
+
+/// Reconciles one policy.
+#[instrument(skip_all, fields(policy = %policy.name_any(), namespace = policy.namespace().unwrap_or_default()))]
+pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let now = now();
+    let interval = parse_duration(&policy.spec.probe_interval).map_err(Error::InvalidSpec)?;
+    let status = policy.status.clone().unwrap_or_default();
+
+    // Watch events (our own status writes among them) must not make probes more frequent
+    // than probeInterval; a changed spec is probed at once.
+    let spec_seen = status.observed_generation == policy.metadata.generation;
+    if let Some(last) = &status.last_probe_time {
+        let due = add(last.0, interval);
+        if spec_seen && now < due {
+            return Ok(Action::requeue(since(due, now).max(Duration::from_millis(100))));
+        }
+    }
+
+    let clients = ctx.aws.get(&policy.spec.aws.region, policy.spec.aws.role_arn.as_deref()).await;
+    let report = probe_policy(&clients, &policy.spec).await;
+    let cycle = detect(&policy.name_any(), &policy.spec, &status.target_states, &report.probes);
+    let states = apply_decisions(&policy, &ctx, cycle.decisions, cycle.states, now).await?;
+
+    let mut next = RecoveryPolicyStatus {
+        observed_generation: policy.metadata.generation,
+        conditions: status.conditions.clone(),
+        last_probe_time: Some(Time(now)),
+        open_incidents: states.iter().filter(|s| s.open_incident.is_some()).count() as u32,
+        targets: Some(cycle.counts),
+        target_states: states,
+    };
+    set_conditions(&mut next, &report, policy.metadata.generation, now);
+    write_status(&policy, &ctx, &next).await?;
+
+    let elapsed = since(crate::controller::now(), now);
+    Ok(Action::requeue(interval.saturating_sub(elapsed).max(Duration::from_secs(1))))
+}
+
+/// Carries out detection's decisions. Returns the states to persist, corrected for what the
+/// API server said (an incident deleted by a person is forgotten, so a new one can open).
+async fn apply_decisions(
+    policy: &RecoveryPolicy,
+    ctx: &Context,
+    decisions: Vec<(Option<crate::core::targets::Target>, Decision)>,
+    mut states: Vec<TargetState>,
+    now: Timestamp,
+) -> Result<Vec<TargetState>, Error> {
+    let ns = policy.namespace().unwrap_or_default();
+    let api: Api<Incident> = Api::namespaced(ctx.client.clone(), &ns);
+    for (target, decision) in decisions {
+        match decision {
+            Decision::Nothing => {}
+            Decision::Open { name, metrics } => {
+                let target = target.expect("open decisions name their target");
+                let (inc, created) = incidents::open(&api, policy, &target, &name, &metrics, now).await?;
+                if created {
+                    info!(incident = %name, target = %target.key, "incident opened");
+                    let note =
+                        format!("opened incident {name} ({}): {}", inc.spec.severity.as_str(), inc.spec.description);
+                    ctx.event(policy, EventType::Warning, "IncidentOpened", "Detect", note).await;
+                }
+            }
+            Decision::StillUnhealthy { incident, metrics } => {
+                if !incidents::still_unhealthy(&api, &incident, &metrics, now).await? {
+                    warn!(%incident, "open incident is gone or resolved; a new one opens if the target stays unhealthy");
+                    if let Some(s) = states.iter_mut().find(|s| s.open_incident.as_deref() == Some(incident.as_str())) {
+                        s.open_incident = None;
+                    }
+                }
+            }
+            Decision::Resolve { incident, metrics } => {
+                let why = ("Healthy", "the target is healthy again");
+                resolve(policy, ctx, &api, &incident, Some(&metrics), why, now).await?;
+            }
+            Decision::Abandon { incident } => {
+                let why = ("TargetRemoved", "the target was removed from the policy");
+                resolve(policy, ctx, &api, &incident, None, why, now).await?;
+            }
+        }
+    }
+    Ok(states)
+}
+
+async fn resolve(
+    policy: &RecoveryPolicy,
+    ctx: &Context,
+    api: &Api<Incident>,
+    incident: &str,
+    metrics: Option<&crate::api::incident::IncidentMetrics>,
+    (reason, message): (&str, &str),
+    now: Timestamp,
+) -> Result<(), Error> {
+    if incidents::resolve(api, incident, metrics, reason, message, now).await?.is_some() {
+        info!(%incident, reason, "incident resolved");
+        let note = format!("resolved incident {incident}: {message}");
+        ctx.event(policy, EventType::Normal, "IncidentResolved", "Detect", note).await;
+    }
+    Ok(())
+}
+
+fn set_conditions(status: &mut RecoveryPolicyStatus, report: &ProbeReport, generation: Option<i64>, now: Timestamp) {
+    let cs = &mut status.conditions;
+    let aws_ok = report.faults.is_empty();
+    match report.faults.first() {
+        None => common::set_condition(
+            cs,
+            conditions::AWS_REACHABLE,
+            true,
+            "Reachable",
+            "every AWS call succeeded",
+            generation,
+            now,
+        ),
+        Some(first) => {
+            let more = report.faults.len() - 1;
+            let message = if more > 0 { format!("{first} (and {more} more failed calls)") } else { first.to_string() };
+            common::set_condition(cs, conditions::AWS_REACHABLE, false, &first.code, message, generation, now)
+        }
+    };
+    let found = report.missing.is_empty();
+    if found {
+        common::set_condition(cs, conditions::TARGETS_FOUND, true, "Found", "every target exists", generation, now);
+    } else {
+        let mut names = report.missing.clone();
+        names.sort();
+        common::set_condition(
+            cs,
+            conditions::TARGETS_FOUND,
+            false,
+            "TargetsMissing",
+            format!("not found in AWS: {}", names.join(", ")),
+            generation,
+            now,
+        );
+    }
+    let (ready, reason, message) = match (aws_ok, found) {
+        (true, true) => (true, "Probing", "probing every target".to_owned()),
+        (false, _) => (false, "AwsUnreachable", "some targets could not be probed; see AwsReachable".to_owned()),
+        (true, false) => (false, "TargetsMissing", "some targets do not exist; see TargetsFound".to_owned()),
+    };
+    common::set_condition(cs, conditions::READY, ready, reason, message, generation, now);
+}
+
+async fn write_status(policy: &RecoveryPolicy, ctx: &Context, status: &RecoveryPolicyStatus) -> Result<(), Error> {
+    if policy.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let api: Api<RecoveryPolicy> = Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
+    // A merge patch replaces the lists whole, which is what a fresh computation wants; only
+    // this controller writes a policy's status, and kube-runtime never reconciles one object
+    // twice at once.
+    api.patch_status(&policy.name_any(), &PatchParams::apply(MANAGER), &Patch::Merge(json!({ "status": status })))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,519 @@
+#!/usr/bin/env python3
+"""Alert receivers for the aws-recovery-controller tests: SMTP + Slack webhooks, one process.
+
+Usage
+-----
+    python server.py [--host 127.0.0.1] [--smtp-port 0] [--http-port 0] [--ready-file FILE]
+                     [--smtp-user U --smtp-password P] [--starttls [--cert-dir DIR]]
+
+Ports 0 pick free ones.  Once both listen, FILE receives (atomically):
+    {"smtp": "127.0.0.1:PORT", "slack": "http://127.0.0.1:PORT/slack",
+     "control": "http://127.0.0.1:PORT/_control", "pid": PID,
+     "starttls": false, "cert": null}          (cert: PEM path when --starttls)
+SIGTERM/SIGINT stop it with exit status 0.
+
+SMTP (aiosmtpd): plain SMTP on a loopback port.  AUTH PLAIN/LOGIN is offered without
+TLS and accepts any credentials, unless --smtp-user/--smtp-password are given: then
+only those pass, and MAIL without AUTH is refused (530).  --starttls offers STARTTLS
+with a self-signed certificate for 127.0.0.1/localhost generated at start (written to
+--cert-dir, default a temp dir removed at exit; path in the ready file); it is
+optional for clients.
+
+Slack: POST /slack/<anything> with a JSON body (or form "payload=<json>") answers
+200 "ok" like an incoming webhook and is stored.
+
+Control API (JSON; all under /_control)
+GET    /_control                      {"ok": true, "mail": N, "slack": N}
+POST   /_control/reset                clear messages, payloads and failure modes
+GET    /_control/mail[?to=&subject=&since=SEQ&wait=SECONDS&min=N]
+       [{"seq", "time", "mailFrom", "rcptTos", "from", "to", "cc", "subject", "messageId",
+         "inReplyTo", "references", "date", "headers": {name: value | [values]},
+         "text", "html", "authUser", "tls", "raw"}, ...]
+       to= matches an envelope recipient or a To/Cc address (case-insensitive);
+       subject= is a substring; wait= blocks until at least min (default 1) match.
+DELETE /_control/mail[?to=&subject=]  delete (the matching) messages
+POST   /_control/smtp/fail {"code": 451, "message": "4.3.0 try again later",
+                            "stage": "data"|"rcpt"|"mail", "count": N|null}
+                        the next N transactions get that reply at that stage (null = until
+                        cleared); failed transactions are not stored
+DELETE /_control/smtp/fail
+GET    /_control/slack[?path=/slack/ns-a&since=SEQ&all=true&wait=&min=]
+       [{"seq", "time", "path", "headers": {...}, "json": {...} | null, "body": "...",
+         "status": 200}, ...]
+       path= matches that path or anything below it; only delivered (status 200)
+       payloads unless all=true (then failed attempts too).
+DELETE /_control/slack[?path=]
+POST   /_control/slack/fail {"status": 500, "count": N|null, "body": "...",
+                             "retryAfter": 1 (header, for 429), "path": "/slack/x" (optional)}
+DELETE /_control/slack/fail
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import email
+import email.policy
+import email.utils
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import ssl
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import warnings
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+# aiosmtpd itself still sets the deprecated Session.login_data on every AUTH
+warnings.filterwarnings("ignore", message="Session.login_data is deprecated")
+
+
+class Store:
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.reset()
+
+    def reset(self) -> None:
+        with self.cond:
+            self.mail: list[dict] = []
+            self.slack: list[dict] = []
+            self.seq = 0
+            self.smtp_fail: dict | None = None
+            self.slack_fail: dict | None = None
+            self.cond.notify_all()
+
+    def add(self, kind: str, item: dict) -> dict:
+        with self.cond:
+            self.seq += 1
+            item["seq"] = self.seq
+            item["time"] = time.time()
+            getattr(self, kind).append(item)
+            self.cond.notify_all()
+            return item
+
+    @staticmethod
+    def take_failure(fail: dict | None, path: str | None = None) -> dict | None:
+        if not fail:
+            return None
+        if path is not None and fail.get("path") and not path_matches(path, fail["path"]):
+            return None
+        if fail.get("remaining") is not None:
+            if fail["remaining"] <= 0:
+                return None
+            fail["remaining"] -= 1
+        fail["hits"] = fail.get("hits", 0) + 1
+        return fail
+
+
+STORE = Store()
+
+
+def path_matches(path: str, prefix: str) -> bool:
+    prefix = prefix.rstrip("/")
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def addresses(values) -> list[str]:
+    return [addr.lower() for _, addr in email.utils.getaddresses([str(v) for v in values if v])]
+
+
+def mail_matches(msg: dict, query: dict) -> bool:
+    if "to" in query:
+        want = query["to"].lower()
+        if want not in [a.lower() for a in msg["rcptTos"]] + addresses(msg["to"] + msg["cc"]):
+            return False
+    if "subject" in query and query["subject"] not in (msg["subject"] or ""):
+        return False
+    if "since" in query and msg["seq"] <= int(query["since"]):
+        return False
+    return True
+
+
+def slack_matches(item: dict, query: dict) -> bool:
+    if "path" in query and not path_matches(item["path"], query["path"]):
+        return False
+    if "since" in query and item["seq"] <= int(query["since"]):
+        return False
+    if query.get("all", "").lower() not in ("1", "true", "yes") and item["status"] != 200:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------
+# SMTP
+# ---------------------------------------------------------------------------
+
+def parse_message(raw: bytes) -> dict:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    headers: dict = {}
+    for name, value in msg.items():
+        value = str(value)
+        if name in headers:
+            headers[name] = (headers[name] if isinstance(headers[name], list)
+                             else [headers[name]]) + [value]
+        else:
+            headers[name] = value
+
+    def body(kind: str):
+        try:
+            part = msg.get_body(preferencelist=(kind,))
+        except Exception:
+            part = None
+        if part is None:
+            return None
+        try:
+            return part.get_content()
+        except Exception:
+            return part.get_payload(decode=True).decode("utf-8", "replace")
+
+    return {
+        "from": str(msg.get("From", "")),
+        "to": [str(v) for v in msg.get_all("To", [])],
+        "cc": [str(v) for v in msg.get_all("Cc", [])],
+        "subject": str(msg.get("Subject", "")),
+        "messageId": str(msg.get("Message-ID", "")) or None,
+        "inReplyTo": str(msg.get("In-Reply-To", "")) or None,
+        "references": str(msg.get("References", "")).split() if msg.get("References") else [],
+        "date": str(msg.get("Date", "")) or None,
+        "headers": headers,
+        "text": body("plain"),
+        "html": body("html"),
+    }
+
+
+class MailHandler:
+    def _failure(self, stage: str):
+        with STORE.cond:
+            fail = STORE.smtp_fail
+            if fail and fail.get("stage", "data") == stage:
+                fail = STORE.take_failure(fail)
+                if fail:
+                    return f"{fail.get('code', 451)} {fail.get('message') or 'injected failure'}"
+        return None
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        reply = self._failure("mail")
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self._failure("rcpt")
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = self._failure("data")
+        if reply:
+            return reply
+        raw = envelope.original_content or envelope.content
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8")
+        item = parse_message(raw)
+        auth = session.auth_data
+        item.update({
+            "mailFrom": envelope.mail_from,
+            "rcptTos": list(envelope.rcpt_tos),
+            "authUser": auth.login.decode("utf-8", "replace")
+            if isinstance(auth, LoginPassword) else None,
+            "tls": session.ssl is not None,
+            "raw": raw.decode("utf-8", "replace"),
+        })
+        STORE.add("mail", item)
+        return "250 Message accepted for delivery"
+
+
+def make_authenticator(user: str | None, password: str | None):
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        if user is None:
+            return AuthResult(success=True, handled=False, auth_data=auth_data)
+        ok = (isinstance(auth_data, LoginPassword)
+              and auth_data.login.decode() == user and auth_data.password.decode() == password)
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+
+    return authenticator
+
+
+def self_signed(cert_dir: str) -> tuple[str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=7))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = os.path.join(cert_dir, "smtp-cert.pem")
+    key_path = os.path.join(cert_dir, "smtp-key.pem")
+    with open(cert_path, "wb") as fh:
+        fh.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM,
+                                   serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    os.chmod(key_path, 0o600)
+    return cert_path, key_path
+
+
+class SmtpThread(threading.Thread):
+    def __init__(self, host, port, user, password, tls_context):
+        super().__init__(daemon=True, name="smtp")
+        self.host, self.port = host, port
+        self.user, self.password, self.tls_context = user, password, tls_context
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.loop = asyncio.new_event_loop()
+
+    def run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        handler = MailHandler()
+
+        def factory():
+            return SMTP(
+                handler, hostname="fake-smtp.test", ident="fake-smtp (aiosmtpd)",
+                authenticator=make_authenticator(self.user, self.password),
+                auth_require_tls=False, auth_required=self.user is not None,
+                tls_context=self.tls_context, require_starttls=False, loop=self.loop,
+            )
+
+        try:
+            server = self.loop.run_until_complete(
+                self.loop.create_server(factory, self.host, self.port))
+            self.port = server.sockets[0].getsockname()[1]
+        except BaseException as exc:  # reported by the main thread
+            self.error = exc
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            self.loop.run_forever()
+        finally:
+            server.close()
+            self.loop.run_until_complete(server.wait_closed())
+            self.loop.close()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.join(timeout=5)
+
+
+# ---------------------------------------------------------------------------
+# HTTP: Slack webhooks + control API
+# ---------------------------------------------------------------------------
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "fake-receivers/1"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # quiet
+        pass
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status: int, payload, content_type="application/json", headers=None):
+        data = payload if isinstance(payload, bytes) else (
+            payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self.route("GET")
+
+    def do_POST(self):
+        self.route("POST")
+
+    def do_DELETE(self):
+        self.route("DELETE")
+
+    def do_PUT(self):
+        self.route("PUT")
+
+    def route(self, method: str) -> None:
+        url = urlsplit(self.path)
+        path = url.path.rstrip("/") or "/"
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        body = self._body()
+        try:
+            if path == "/slack" or path.startswith("/slack/"):
+                return self.slack(method, path, body)
+            if path == "/_control" or path.startswith("/_control/"):
+                doc = json.loads(body) if body.strip() else {}
+                status, result = self.control(method, path[len("/_control"):], query, doc)
+                return self._send(status, result)
+            return self._send(404, {"error": f"no route {method} {path}"})
+        except ValueError as exc:
+            return self._send(400, {"error": str(exc)})
+
+    def slack(self, method, path, body):
+        if method != "POST":
+            return self._send(405, "invalid_method", "text/plain")
+        text = body.decode("utf-8", "replace")
+        parsed = None
+        ctype = self.headers.get("Content-Type", "")
+        try:
+            if "x-www-form-urlencoded" in ctype:
+                parsed = json.loads(parse_qs(text).get("payload", [""])[-1])
+            else:
+                parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        with STORE.cond:
+            fail = STORE.take_failure(STORE.slack_fail, path)
+            status = int(fail.get("status", 500)) if fail else (200 if parsed is not None else 400)
+            reply = (fail.get("body") if fail and fail.get("body") is not None else
+                     "ok" if status == 200 else
+                     "invalid_payload" if status == 400 else
+                     "rate_limited" if status == 429 else "internal_error")
+            STORE.add("slack", {"path": path, "headers": dict(self.headers.items()),
+                                "json": parsed, "body": text, "status": status})
+        headers = {}
+        if fail and fail.get("retryAfter") is not None:
+            headers["Retry-After"] = str(fail["retryAfter"])
+        return self._send(status, reply, "text/plain", headers)
+
+    def control(self, method, route, query, doc):
+        if route == "" and method == "GET":
+            with STORE.cond:
+                return 200, {"ok": True, "mail": len(STORE.mail), "slack": len(STORE.slack)}
+        if route == "/reset" and method == "POST":
+            STORE.reset()
+            return 200, {"ok": True}
+        if route in ("/mail", "/slack"):
+            kind = route[1:]
+            match = mail_matches if kind == "mail" else slack_matches
+            if method == "GET":
+                wait = float(query.get("wait", 0))
+                want = int(query.get("min", 1))
+                deadline = time.time() + wait
+                with STORE.cond:
+                    while True:
+                        found = [dict(i) for i in getattr(STORE, kind) if match(i, query)]
+                        left = deadline - time.time()
+                        if len(found) >= want or left <= 0:
+                            return 200, found
+                        STORE.cond.wait(left)
+            if method == "DELETE":
+                q = dict(query, all="true")
+                with STORE.cond:
+                    items = getattr(STORE, kind)
+                    keep = [i for i in items if not match(i, q)] if query else []
+                    setattr(STORE, kind, keep)
+                    return 200, {"deleted": len(items) - len(keep)}
+        if route in ("/slack/fail", "/smtp/fail"):
+            attr = "slack_fail" if route == "/slack/fail" else "smtp_fail"
+            with STORE.cond:
+                if method == "DELETE":
+                    setattr(STORE, attr, None)
+                    return 200, {"ok": True}
+                if method == "POST":
+                    fail = dict(doc)
+                    count = fail.get("count")
+                    fail["remaining"] = None if count is None else int(count)
+                    fail["hits"] = 0
+                    if attr == "smtp_fail" and fail.get("stage", "data") not in (
+                            "mail", "rcpt", "data"):
+                        raise ValueError("stage must be mail, rcpt or data")
+                    setattr(STORE, attr, fail)
+                    return 200, fail
+                if method == "GET":
+                    return 200, getattr(STORE, attr)
+        return 404, {"error": f"no control endpoint {method} /_control{route}"}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--smtp-port", type=int, default=0)
+    ap.add_argument("--http-port", type=int, default=0)
+    ap.add_argument("--ready-file")
+    ap.add_argument("--smtp-user")
+    ap.add_argument("--smtp-password")
+    ap.add_argument("--starttls", action="store_true", help="offer STARTTLS (self-signed)")
+    ap.add_argument("--cert-dir", help="where --starttls writes its cert (default: temp dir)")
+    args = ap.parse_args(argv)
+    if (args.smtp_user is None) != (args.smtp_password is None):
+        ap.error("--smtp-user and --smtp-password go together")
+
+    cert_path = None
+    tls_context = None
+    own_cert_dir = None
+    if args.starttls:
+        cert_dir = args.cert_dir or tempfile.mkdtemp(prefix="fake-smtp-")
+        own_cert_dir = None if args.cert_dir else cert_dir
+        os.makedirs(cert_dir, exist_ok=True)
+        cert_path, key_path = self_signed(cert_dir)
+        tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_context.load_cert_chain(cert_path, key_path)
+
+    smtp = SmtpThread(args.host, args.smtp_port, args.smtp_user, args.smtp_password, tls_context)
+    smtp.start()
+    smtp.ready.wait()
+    if smtp.error:
+        print(f"receivers: SMTP failed to start: {smtp.error}", file=sys.stderr)
+        return 1
+
+    httpd = ThreadingHTTPServer((args.host, args.http_port), Handler)
+    httpd.daemon_threads = True
+    http_port = httpd.server_address[1]
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                              daemon=True)
+    thread.start()
+
+    base = f"http://{args.host}:{http_port}"
+    info = {"smtp": f"{args.host}:{smtp.port}", "slack": f"{base}/slack",
+            "control": f"{base}/_control", "pid": os.getpid(),
+            "starttls": bool(args.starttls), "cert": cert_path}
+    if args.ready_file:
+        tmp = f"{args.ready_file}.tmp.{os.getpid()}"
+        with open(tmp, "w") as fh:
+            json.dump(info, fh)
+        os.replace(tmp, args.ready_file)
+    print(f"receivers: smtp {info['smtp']}, http {base}", file=sys.stderr, flush=True)
+    while not stop.wait(1.0):
+        pass
+    httpd.shutdown()
+    httpd.server_close()
+    smtp.stop()
+    if own_cert_dir:
+        shutil.rmtree(own_cert_dir, ignore_errors=True)
+    print("receivers: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+//! The controller under test, as a child process with a kill switch.
+
+use std::process::{Child, Command, Stdio};
+
+/// A running `recovery-controller run`, killed (SIGKILL) when dropped.
+pub struct ControllerProcess {
+    child: Child,
+    /// Where its log goes.
+    pub log: std::path::PathBuf,
+}
+
+impl ControllerProcess {
+    /// Starts the controller watching one namespace.
+    pub fn start(namespace: &str) -> Self {
+        let dir = std::path::PathBuf::from(super::var("RECOVERY_TESTENV_DIR"));
+        let log = dir.join(format!("controller-{namespace}-{}.log", uuid::Uuid::new_v4().simple()));
+        let file = std::fs::File::create(&log).expect("controller log");
+        let child = Command::new(env!("CARGO_BIN_EXE_recovery-controller"))
+            .args(["run", "--namespace", namespace])
+            .env("RUST_LOG", "info,aws_recovery_controller=debug,kube=warn")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the controller");
+        Self { child, log }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
