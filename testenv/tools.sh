@@ -64,13 +64,13 @@ build_cached() {
     printf '%s\n' "$final/$bin"
     return 0
   fi
+  [[ "${RECOVERY_TOOLS_NO_BUILD:-0}" != 1 ]] ||
+    die "$name $version is not in the cache ($final/$bin) and RECOVERY_TOOLS_NO_BUILD=1; build it with testenv/tools.sh"
   mkdir -p "$CACHE"
   # One builder per binary at a time; others wait and then find it cached.
   exec {lockfd}>"$CACHE/.lock-$name-$version"
   flock "$lockfd"
   if [[ ! -x "$final/$bin" ]]; then
-    [[ "${RECOVERY_TOOLS_NO_BUILD:-0}" != 1 ]] ||
-      die "$name $version is not in the cache ($final/$bin) and RECOVERY_TOOLS_NO_BUILD=1; build it with testenv/tools.sh"
     need_go
     local tmp start
     tmp="$(mktemp -d "$CACHE/.tmp-$name-$version.XXXXXX")"

@@ -32,12 +32,12 @@ use super::common::{DURATION_PATTERN, SecretKeyRef, SecretRef, Severity};
 pub struct RecoveryPolicySpec {
     /// The AWS account and region the targets live in.
     pub aws: AwsSpec,
-    /// How often every target of this policy is probed, as a Go duration between 10s and 1h.
+    /// How often every target of this policy is probed, as a Go duration between 2s and 1h.
     #[serde(default = "default_probe_interval")]
     #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
     #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "duration(self) >= duration('10s') && duration(self) <= duration('1h')",
-        "message": "probeInterval must be between 10s and 1h"
+        "rule": "duration(self) >= duration('2s') && duration(self) <= duration('1h')",
+        "message": "probeInterval must be between 2s and 1h"
     }]))]
     pub probe_interval: String,
     /// The AWS resources to watch. At least one target is required.
