@@ -7,7 +7,8 @@ on 127.0.0.1, on free ports chosen at run time.
 Usage:
     python3 testenv/controlplane.py --workdir DIR --ready-file FILE
         [--tools-dir CACHE_DIR] [--no-build] [--timeout SECONDS]
-        [--restart-downtime SECONDS] [--no-audit]
+        [--restart-downtime SECONDS] [--stop-grace SECONDS] [--no-audit]
+        [--watch-pid PID]
 
 Binaries: taken from $RECOVERY_ETCD, $RECOVERY_KUBE_APISERVER, $RECOVERY_KUBECTL
 when set; otherwise from ``testenv/tools.sh path NAME``, which builds them into
@@ -41,7 +42,12 @@ Lifecycle:
     log); the other child is stopped; exit status 1. Startup failure: exit 2.
     Missing binaries that cannot be built: exit 3, with a message.
   * Children get PR_SET_PDEATHSIG=SIGKILL, so they never outlive this process
-    even if it is SIGKILLed.
+    even if it is SIGKILLed. --watch-pid PID makes this process shut down in
+    order (as on SIGTERM) once PID has exited: pass the test process's own pid
+    (or set $RECOVERY_PARENT_PID, the default) so a crashed or killed test run
+    leaves nothing behind. (It polls /proc;
+    PR_SET_PDEATHSIG is not used for this on purpose: it fires when the
+    *thread* that spawned us exits, e.g. one cargo test thread.)
 
 Files in DIR: pki/ (certs and keys), etcd-data/, etcd.log, kube-apiserver.log,
 audit.log (JSON lines, level Metadata; --no-audit disables), kubeconfig.
@@ -248,18 +254,30 @@ def free_port(exclude=()) -> int:
     raise StartupError("no free loopback port")
 
 
-_libc = None
+_LIBC = None
 
 
-def _pdeathsig() -> None:
-    # Runs in the child between fork and exec: die with the supervisor.
-    global _libc
-    try:
-        if _libc is None:
-            _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+def _libc():
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            _LIBC = False
+    return _LIBC
+
+
+def _make_pdeathsig():
+    """preexec_fn for the children: die with the supervisor (Linux prctl)."""
+    libc, parent = _libc(), os.getpid()  # resolved before fork
+
+    def pre() -> None:
+        if libc:
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the supervisor died before prctl
+            os._exit(1)
+
+    return pre
 
 
 class Child:
@@ -276,7 +294,7 @@ class Child:
         # the children in order.
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=logf,
                                      stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=_pdeathsig, close_fds=True)
+                                     preexec_fn=_make_pdeathsig(), close_fds=True)
         logf.close()
 
     @property
@@ -356,7 +374,14 @@ class ControlPlane:
         signal.signal(signal.SIGUSR1, on_restart)
         signal.signal(signal.SIGUSR2, on_restart)
 
+    def check_watched(self) -> None:
+        pid = self.args.watch_pid
+        if pid and not self.stopping and not pid_alive(pid):
+            log(f"watched process {pid} is gone; shutting down")
+            self.stopping = True
+
     def check_stop(self) -> None:
+        self.check_watched()
         if self.stopping:
             raise Stop()
 
@@ -609,6 +634,7 @@ class ControlPlane:
 
     def supervise(self) -> int:
         while True:
+            self.check_watched()
             if self.stopping:
                 return 0
             for child in (self.etcd, self.api):
@@ -630,6 +656,15 @@ class ControlPlane:
             os.unlink(self.ready_file)
         except FileNotFoundError:
             pass
+
+
+def pid_alive(pid: int) -> bool:
+    """True if pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _atomic_write(path: str, text: str, mode: int) -> None:
@@ -657,12 +692,17 @@ def main(argv=None) -> int:
     ap.add_argument("--restart-downtime", type=float, default=0.0,
                     help="seconds to stay down during a SIGUSR1/SIGUSR2 restart (default 0)")
     ap.add_argument("--no-audit", action="store_true", help="do not write DIR/audit.log")
+    parent = os.environ.get("RECOVERY_PARENT_PID", "")
+    ap.add_argument("--watch-pid", type=int, metavar="PID",
+                    default=int(parent) if parent.isdigit() else None,
+                    help="shut down (as on SIGTERM) once process PID is gone, e.g. the test "
+                         "binary that started this (default: $RECOVERY_PARENT_PID)")
     args = ap.parse_args(argv)
 
     cp = ControlPlane(args, bins={})
     cp.install_signals()  # before the (possibly long) tools.sh build, so ^C is orderly
     try:
-        cp.bins = find_binaries(args, lambda: cp.stopping)
+        cp.bins = find_binaries(args, lambda: (cp.check_watched(), cp.stopping)[1])
         cp.check_stop()
         cp.start()
         rc = cp.supervise()

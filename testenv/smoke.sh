@@ -112,7 +112,8 @@ pids="$(field pids.etcd) $(field pids.kube-apiserver) $CP"
 kill -TERM "$CP"
 rc=0; wait "$CP" || rc=$?
 [[ "$rc" == 0 ]] && ok "SIGTERM: exit 0" || fail "SIGTERM: exit $rc"
-left=""; for p in $pids; do kill -0 "$p" 2>/dev/null && left+=" $p"; done
+left=""  # zombies (state Z) count as gone: they only wait for their reaper
+for p in $pids; do st="$(ps -o stat= -p "$p" 2>/dev/null || true)"; [[ -n "$st" && "$st" != Z* ]] && left+=" $p"; done
 [[ -z "$left" ]] && ok "no process left" || fail "processes left:$left"
 [[ ! -e "$READY" ]] && ok "ready file removed" || fail "ready file still there"
 trap - EXIT

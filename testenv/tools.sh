@@ -73,6 +73,7 @@ build_cached() {
   if [[ ! -x "$final/$bin" ]]; then
     need_go
     local tmp start
+    rm -rf "$CACHE/.tmp-$name-$version".*   # leftovers of a SIGKILLed build (we hold the lock)
     tmp="$(mktemp -d "$CACHE/.tmp-$name-$version.XXXXXX")"
     # shellcheck disable=SC2064
     trap "rm -rf '$tmp'" EXIT
@@ -80,6 +81,7 @@ build_cached() {
     log "building $name $version (cold build; this takes a while) ..."
     "$fn" "$version" "$tmp/$bin" >&2
     [[ -x "$tmp/$bin" ]] || die "build of $name $version produced no binary"
+    chmod 755 "$tmp"
     rm -rf "$final"   # only a leftover without the binary can be here
     mv -T "$tmp" "$final"
     trap - EXIT

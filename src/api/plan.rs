@@ -111,6 +111,11 @@ pub struct StepParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 255))]
     pub service: Option<String>,
+    /// ECS: the PRIMARY deployment when the incident was detected. The restart's effect is a
+    /// different, newer deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255))]
+    pub deployment_before: Option<String>,
     /// RDS DB instance identifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]

@@ -447,7 +447,4 @@ pub struct TargetState {
     /// Name of the open incident for this target, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_incident: Option<String>,
-    /// When the last plan for this target ended (for the cooldown rail).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_plan_ended_at: Option<Time>,
 }

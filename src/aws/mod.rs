@@ -5,6 +5,7 @@
 //! process-wide bound on calls in flight. Route 53 calls also pass a process-wide rate
 //! limiter, since its 5 requests per second are per account, not per policy.
 
+pub mod act;
 pub mod clients;
 pub mod error;
 pub mod probe;

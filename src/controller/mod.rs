@@ -1,7 +1,9 @@
 //! The imperative shell: kube-runtime controllers that read, call the pure core, write
 //! status and emit Events.
 
+pub mod incident;
 pub mod incidents;
+pub mod plan;
 pub mod policy;
 
 use std::sync::Arc;
@@ -18,6 +20,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::RecoveryPolicy;
+use crate::api::incident::Incident;
+use crate::api::plan::RecoveryPlan;
 use crate::aws::ClientCache;
 
 /// Name under which the controller writes and reports.
@@ -25,6 +29,10 @@ pub const MANAGER: &str = "aws-recovery-controller";
 
 /// Label on every object the controller creates, naming the policy it belongs to.
 pub const POLICY_LABEL: &str = "recovery.dev/policy";
+
+/// Label on plans naming their target (by hash): cooldown and rollout checks find a
+/// target's earlier plans by it.
+pub const TARGET_LABEL: &str = "recovery.dev/target";
 
 /// What every reconcile shares.
 pub struct Context {
@@ -34,13 +42,38 @@ pub struct Context {
     pub aws: ClientCache,
     /// Event recorder.
     pub recorder: Recorder,
+    /// Per-policy locks serialising plan decisions (see `plan::reconcile`).
+    locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Test-only: abort the process at this named point (`RECOVERY_FAILPOINT`).
+    failpoint: Option<String>,
 }
 
 impl Context {
     /// A context for the given clients.
     pub fn new(client: Client, aws: ClientCache, instance: Option<String>) -> Arc<Self> {
         let reporter = Reporter { controller: MANAGER.into(), instance };
-        Arc::new(Self { recorder: Recorder::new(client.clone(), reporter), client, aws })
+        Arc::new(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            aws,
+            locks: Default::default(),
+            failpoint: std::env::var("RECOVERY_FAILPOINT").ok().filter(|f| !f.is_empty()),
+        })
+    }
+
+    /// The lock of one policy.
+    pub fn policy_lock(&self, namespace: &str, policy: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().expect("not poisoned");
+        locks.entry(format!("{namespace}/{policy}")).or_default().clone()
+    }
+
+    /// Aborts the process here if the test-only failpoint names this point: a crash at an
+    /// exact line of the at-most-once protocol, for the kill tests.
+    pub fn failpoint(&self, name: &str) {
+        if self.failpoint.as_deref() == Some(name) {
+            eprintln!("failpoint {name}: aborting");
+            std::process::abort();
+        }
     }
 
     /// Emits an Event; a failure to record it is logged, never fatal.
@@ -120,23 +153,45 @@ fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
-/// Runs the controllers until the shutdown future resolves.
+/// Runs the three controllers until SIGTERM or Ctrl-C.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, concurrency: u16) {
-    let policies: Api<RecoveryPolicy> = match &namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
+    fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let client = &ctx.client;
     let cfg = kube::runtime::controller::Config::default().concurrency(concurrency);
-    Controller::new(policies, watcher::Config::default().any_semantic())
+    let policies = Controller::new(api::<RecoveryPolicy>(client, &namespace), watcher::Config::default())
+        .with_config(cfg.clone())
+        .graceful_shutdown_on(shutdown_signal())
+        .run(policy::reconcile, error_policy, ctx.clone())
+        .for_each(|r| log_result("policy", r));
+    let incidents = Controller::new(api::<Incident>(client, &namespace), watcher::Config::default())
+        .owns(api::<RecoveryPlan>(client, &namespace), watcher::Config::default())
+        .with_config(cfg.clone())
+        .graceful_shutdown_on(shutdown_signal())
+        .run(incident::reconcile, error_policy, ctx.clone())
+        .for_each(|r| log_result("incident", r));
+    let plans = Controller::new(api::<RecoveryPlan>(client, &namespace), watcher::Config::default())
         .with_config(cfg)
         .graceful_shutdown_on(shutdown_signal())
-        .run(policy::reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "policy reconcile failed");
-            }
-        })
-        .await;
+        .run(plan::reconcile, error_policy, ctx.clone())
+        .for_each(|r| log_result("plan", r));
+    futures::join!(policies, incidents, plans);
+}
+
+async fn log_result<T, E: std::fmt::Display>(kind: &'static str, res: Result<T, E>) {
+    if let Err(e) = res {
+        tracing::debug!(kind, error = %e, "reconcile failed");
+    }
 }
 
 /// SIGTERM or Ctrl-C.

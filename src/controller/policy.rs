@@ -21,6 +21,7 @@ use crate::api::incident::Incident;
 use crate::api::policy::{RecoveryPolicyStatus, TargetState};
 use crate::aws::probe::{ProbeReport, probe_policy};
 use crate::core::detection::{Decision, detect};
+use crate::core::rails::{Held, RailInputs, may_act};
 use crate::core::time::{add, since};
 
 use super::{Context, Error, MANAGER, incidents, now};
@@ -33,6 +34,8 @@ pub mod conditions {
     pub const AWS_REACHABLE: &str = "AwsReachable";
     /// Every target named by the policy exists in AWS.
     pub const TARGETS_FOUND: &str = "TargetsFound";
+    /// Whether the policy-wide rails (mode, storm guard) let plans act.
+    pub const REMEDIATION_ALLOWED: &str = "RemediationAllowed";
 }
 
 /// Reconciles one policy.
@@ -66,6 +69,9 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
         target_states: states,
     };
     set_conditions(&mut next, &report, policy.metadata.generation, now);
+    if let Some(held) = set_remediation_allowed(&policy, &mut next, now) {
+        ctx.event(&*policy, EventType::Warning, held.rail.reason(), "Guard", held.message).await;
+    }
     write_status(&policy, &ctx, &next).await?;
 
     let elapsed = since(crate::controller::now(), now);
@@ -132,6 +138,41 @@ async fn resolve(
         ctx.event(policy, EventType::Normal, "IncidentResolved", "Detect", note).await;
     }
     Ok(())
+}
+
+/// The policy-wide rails as a condition. Returns the hold when it newly engaged, for a
+/// Warning Event.
+fn set_remediation_allowed(policy: &RecoveryPolicy, status: &mut RecoveryPolicyStatus, now: Timestamp) -> Option<Held> {
+    let inputs = RailInputs::for_policy(&policy.spec.remediation, &status.targets.clone().unwrap_or_default(), now);
+    let generation = policy.metadata.generation;
+    let was = common::condition(&status.conditions, conditions::REMEDIATION_ALLOWED)
+        .map(|c| (c.status.clone(), c.reason.clone()));
+    match may_act(&inputs) {
+        Ok(()) => {
+            common::set_condition(
+                &mut status.conditions,
+                conditions::REMEDIATION_ALLOWED,
+                true,
+                "Allowed",
+                "plans may act",
+                generation,
+                now,
+            );
+            None
+        }
+        Err(held) => {
+            common::set_condition(
+                &mut status.conditions,
+                conditions::REMEDIATION_ALLOWED,
+                false,
+                held.rail.reason(),
+                &held.message,
+                generation,
+                now,
+            );
+            (was != Some((common::FALSE.to_owned(), held.rail.reason().to_owned()))).then_some(held)
+        }
+    }
 }
 
 fn set_conditions(status: &mut RecoveryPolicyStatus, report: &ProbeReport, generation: Option<i64>, now: Timestamp) {

@@ -32,6 +32,7 @@ pub fn plan_steps(
             StepParameters {
                 cluster: Some(r.cluster.clone().ok_or(PlanError::MissingField("cluster"))?),
                 service: Some(r.service.clone().ok_or(PlanError::MissingField("service"))?),
+                deployment_before: metrics.and_then(|m| m.primary_deployment.clone()),
                 ..base
             },
         ),

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::policy::RemediationMode;
+use crate::api::common::parse_duration;
+use crate::api::policy::{RemediationMode, RemediationSpec, TargetCounts};
 
 use super::time::add;
 
@@ -23,6 +24,8 @@ pub enum Rail {
     AwsCircuitOpen,
     /// The policy that allowed the plan no longer exists.
     PolicyMissing,
+    /// The policy's target counts predate the incident: the storm guard cannot judge yet.
+    CountsPending,
 }
 
 impl Rail {
@@ -35,6 +38,7 @@ impl Rail {
             Self::Cooldown => "Cooldown",
             Self::AwsCircuitOpen => "AwsCircuitOpen",
             Self::PolicyMissing => "PolicyMissing",
+            Self::CountsPending => "CountsPending",
         }
     }
 }
@@ -71,8 +75,31 @@ pub struct RailInputs {
     pub cooldown: Duration,
     /// Whether the process-wide AWS circuit breaker is open.
     pub aws_circuit_open: bool,
+    /// Whether the target counts come from a probe at or after the incident's detection.
+    pub counts_current: bool,
     /// Now.
     pub now: Timestamp,
+}
+
+impl RailInputs {
+    /// The policy-wide inputs; the per-plan ones (other plans executing, the target's last
+    /// plan, the circuit breaker) start empty for the caller to fill in.
+    pub fn for_policy(r: &RemediationSpec, counts: &TargetCounts, now: Timestamp) -> Self {
+        Self {
+            mode: r.mode,
+            total_targets: counts.total,
+            unhealthy_targets: counts.unhealthy,
+            max_unhealthy_percent: r.max_unhealthy_percent,
+            executing_plans: 0,
+            max_concurrent_plans: r.max_concurrent_plans,
+            last_plan_ended_at: None,
+            // The schema admits only valid durations; an unparsable one means no cooldown.
+            cooldown: parse_duration(&r.cooldown).unwrap_or_default(),
+            aws_circuit_open: false,
+            counts_current: true,
+            now,
+        }
+    }
 }
 
 /// Whether a plan may start a mutating step now. Rails are checked in order of how much they
@@ -81,6 +108,13 @@ pub fn may_act(i: &RailInputs) -> Result<(), Held> {
     let held = |rail, message: String, until| Err(Held { rail, message, until });
     if i.mode == RemediationMode::Disabled {
         return held(Rail::ModeDisabled, "the policy's remediation mode is Disabled".into(), None);
+    }
+    if !i.counts_current {
+        return held(
+            Rail::CountsPending,
+            "waiting for the policy's next probe counts, so the storm guard sees this incident".into(),
+            None,
+        );
     }
     // A single unhealthy target is never a storm: without this, every one-target policy
     // would be held by any percentage below 100.
@@ -142,6 +176,7 @@ mod tests {
             last_plan_ended_at: None,
             cooldown: Duration::from_secs(900),
             aws_circuit_open: false,
+            counts_current: true,
             now: at(10_000),
         }
     }
@@ -180,6 +215,7 @@ mod tests {
                 Some(Rail::TooManyUnhealthy),
             ),
             ("circuit open", Box::new(|i| i.aws_circuit_open = true), Some(Rail::AwsCircuitOpen)),
+            ("counts older than the incident", Box::new(|i| i.counts_current = false), Some(Rail::CountsPending)),
             ("concurrency full", Box::new(|i| i.executing_plans = 1), Some(Rail::MaxConcurrentPlans)),
             ("cooldown running", Box::new(|i| i.last_plan_ended_at = Some(at(9_500))), Some(Rail::Cooldown)),
             ("cooldown over", Box::new(|i| i.last_plan_ended_at = Some(at(9_000))), None),

@@ -89,6 +89,11 @@ pub fn plan_name(incident_name: &str) -> String {
     format!("{incident_name}-plan")
 }
 
+/// A label value naming a target: keys hold `/` and can be long, so labels carry their hash.
+pub fn target_label(target_key: &str) -> String {
+    format!("{:08x}", fnv1a(target_key))
+}
+
 /// 32-bit FNV-1a: stable across releases and platforms, unlike `DefaultHasher`.
 fn fnv1a(text: &str) -> u32 {
     text.bytes().fold(0x811c_9dc5, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))

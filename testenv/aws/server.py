@@ -1151,7 +1151,15 @@ def install_patches() -> None:
     from moto.core.responses import ActionResult
     from moto.ecs.models import EC2ContainerServiceBackend
     from moto.rds.exceptions import RDSClientError
+    from moto.rds.models import Event as RDSEvent
     from moto.rds.responses import RDSResponse
+
+    # RDS records reboots and failovers as events (DescribeEvents); moto records neither.
+    # The controller's check-first read for FailoverDatabase looks for them.
+    RDSEvent.EVENT_MAP.setdefault("DB_INSTANCE_REBOOT", {
+        "Categories": ["availability"], "Message": "DB instance restarted"})
+    RDSEvent.EVENT_MAP.setdefault("DB_INSTANCE_FAILOVER_START", {
+        "Categories": ["failover"], "Message": "Multi-AZ instance failover started."})
     from moto.route53.responses import Route53
 
     orig_create = EC2ContainerServiceBackend.create_service
@@ -1242,6 +1250,9 @@ def install_patches() -> None:
             if ctx is not None:
                 ctx["result"]["forceFailover"] = force
                 ctx["result"]["availabilityZone"] = db.availability_zone
+            if force and db.multi_az:
+                db.add_event("DB_INSTANCE_FAILOVER_START")
+            db.add_event("DB_INSTANCE_REBOOT")
         return orig_reboot(self)
 
     RDSResponse.reboot_db_instance = reboot_db_instance

@@ -12,6 +12,11 @@ pub struct ControllerProcess {
 impl ControllerProcess {
     /// Starts the controller watching one namespace.
     pub fn start(namespace: &str) -> Self {
+        Self::start_with(namespace, &[])
+    }
+
+    /// Starts it with extra environment (e.g. `RECOVERY_FAILPOINT`).
+    pub fn start_with(namespace: &str, env: &[(&str, &str)]) -> Self {
         let dir = std::path::PathBuf::from(super::var("RECOVERY_TESTENV_DIR"));
         let log = dir.join(format!("controller-{namespace}-{}.log", uuid::Uuid::new_v4().simple()));
         let file = std::fs::File::create(&log).expect("controller log");
@@ -21,6 +26,7 @@ impl ControllerProcess {
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .stdin(Stdio::null())
+            .envs(env.iter().copied())
             .spawn()
             .expect("start the controller");
         Self { child, log }
@@ -30,6 +36,22 @@ impl ControllerProcess {
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit by itself (a failpoint aborts it); panics on timeout.
+    pub async fn exited(&mut self, timeout: std::time::Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the controller did not exit within {timeout:?}:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     /// The log so far.

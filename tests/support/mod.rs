@@ -7,6 +7,7 @@
 pub mod aws;
 pub mod controller;
 pub mod faults;
+pub mod plans;
 pub mod policy;
 
 use std::collections::BTreeMap;

@@ -63,6 +63,11 @@ fn test(root: &Path, extra: &[String]) -> Result {
     let mut cmd = cargo(root);
     cmd.args(["test", "--workspace"]).args(extra.iter().skip_while(|a| *a == "--"));
     env.apply(&mut cmd);
+    // Integration tests mostly wait on the controller and the parts; more threads than cores
+    // keeps the run short without loading the machine.
+    if std::env::var_os("RUST_TEST_THREADS").is_none() {
+        cmd.env("RUST_TEST_THREADS", "8");
+    }
     let result = run("cargo test (unit and integration, against the real parts)", &mut cmd);
     if result.is_err() {
         env.print_log_tails();

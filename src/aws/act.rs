@@ -1,0 +1,444 @@
+//! Actions and verifications of plan steps. Every mutating action first asks AWS whether its
+//! effect already happened since the step started (the at-most-once protocol's check), and
+//! only then calls AWS.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ecs::operation::RequestId;
+use aws_sdk_ecs::primitives::DateTime;
+use aws_sdk_ecs::types::Service;
+use aws_sdk_rds::types::SourceType;
+use aws_sdk_route53::types::{AliasTarget, Change, ChangeAction, ChangeBatch, ResourceRecordSet, RrType};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::plan::{StepAction, StepParameters};
+use crate::core::steps::{ActionOutcome, Started, VerifyOutcome};
+
+use super::{AwsFault, Clients};
+
+/// What an action needs to know beyond its step.
+#[derive(Clone, Debug, Default)]
+pub struct ActContext {
+    /// ECS deployment ids made by this controller's earlier plans for the same target:
+    /// a restart is not stacked on a rollout one of them still runs.
+    pub own_deployments: Vec<String>,
+}
+
+/// Evidence map from pairs.
+fn evidence<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
+    pairs.into_iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+fn failed(f: AwsFault) -> ActionOutcome {
+    ActionOutcome::Failed { retryable: f.retryable, message: f.to_string() }
+}
+
+fn ts(dt: &DateTime) -> Option<Timestamp> {
+    Timestamp::new(dt.secs(), dt.subsec_nanos() as i32).ok()
+}
+
+fn param<'a>(p: &'a Option<String>, name: &str) -> Result<&'a str, ActionOutcome> {
+    p.as_deref().ok_or_else(|| ActionOutcome::Failed { message: format!("step has no {name}"), retryable: false })
+}
+
+/// Allowance for the controller's clock running ahead of AWS's when the check-first read
+/// compares AWS timestamps with the step's start. An effect a few seconds older than the
+/// step is still a fresh restart, so counting it as done errs on the side of acting once.
+const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Performs a mutating step: check first, then act.
+pub async fn act(clients: &Clients, step: &Started, ctx: &ActContext) -> ActionOutcome {
+    let p = step.parameters();
+    let since = step
+        .since()
+        .checked_sub(k8s_openapi::jiff::SignedDuration::try_from(CLOCK_SKEW).expect("small"))
+        .unwrap_or(step.since());
+    let result = match step.action() {
+        StepAction::RestartService => restart_service(clients, p, since, ctx).await,
+        StepAction::FailoverDatabase => reboot_database(clients, p, since).await,
+        StepAction::UpdateDns => update_dns(clients, p).await,
+        other => Err(ActionOutcome::Failed { message: format!("{other:?} is not an action"), retryable: false }),
+    };
+    result.unwrap_or_else(|outcome| outcome)
+}
+
+/// Checks a verify step's condition.
+pub async fn verify(clients: &Clients, step: &Started) -> VerifyOutcome {
+    let p = step.parameters();
+    let result = match step.action() {
+        StepAction::VerifyService => verify_service(clients, p, step.earlier_evidence()).await,
+        StepAction::VerifyDatabase => verify_database(clients, p).await,
+        StepAction::VerifyDns => verify_dns(clients, p, step.earlier_evidence()).await,
+        other => Err(format!("{other:?} is not a verification")),
+    };
+    result.unwrap_or_else(|message| VerifyOutcome::NotYet { message })
+}
+
+async fn describe_service(clients: &Clients, cluster: &str, service: &str) -> Result<Service, AwsFault> {
+    let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
+    let out = clients
+        .ecs
+        .describe_services()
+        .cluster(cluster)
+        .services(service)
+        .send()
+        .await
+        .map_err(|e| AwsFault::from_sdk("ecs:DescribeServices", &e))?;
+    out.services().first().cloned().ok_or_else(|| AwsFault {
+        operation: "ecs:DescribeServices",
+        code: "ServiceNotFound".into(),
+        message: format!("service {service} not found in cluster {cluster}"),
+        retryable: false,
+    })
+}
+
+async fn restart_service(
+    clients: &Clients,
+    p: &StepParameters,
+    since: Timestamp,
+    ctx: &ActContext,
+) -> Result<ActionOutcome, ActionOutcome> {
+    let (cluster, service) = (param(&p.cluster, "cluster")?, param(&p.service, "service")?);
+    let svc = describe_service(clients, cluster, service).await.map_err(failed)?;
+    // Check first: a deployment other than the one seen at detection, created since the
+    // step started, is this step's effect.
+    let effect = svc
+        .deployments()
+        .iter()
+        .find(|d| d.id() != p.deployment_before.as_deref() && d.created_at().and_then(ts).is_some_and(|t| t >= since));
+    if let Some(d) = effect {
+        let id = d.id().unwrap_or_default().to_owned();
+        let created = d.created_at().and_then(ts).map(|t| t.to_string()).unwrap_or_default();
+        return Ok(ActionOutcome::AlreadyDone {
+            message: format!("deployment {id} was created after the step started: the restart already happened"),
+            evidence: evidence([("deploymentId", id), ("deploymentCreatedAt", created)]),
+        });
+    }
+    if let Some(d) = svc.deployments().iter().find(|d| {
+        d.status() == Some("PRIMARY")
+            && d.rollout_state().is_some_and(|r| r.as_str() == "IN_PROGRESS")
+            && ctx.own_deployments.iter().any(|own| Some(own.as_str()) == d.id())
+    }) {
+        return Ok(ActionOutcome::Deferred {
+            message: format!(
+                "deployment {} from an earlier restart by this controller is still rolling out",
+                d.id().unwrap_or_default()
+            ),
+            retry_after: std::time::Duration::from_secs(15),
+        });
+    }
+    let out = {
+        let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
+        clients
+            .ecs
+            .update_service()
+            .cluster(cluster)
+            .service(service)
+            .force_new_deployment(true)
+            .send()
+            .await
+            .map_err(|e| failed(AwsFault::from_sdk("ecs:UpdateService", &e)))?
+    };
+    let primary = out.service().and_then(|s| s.deployments().iter().find(|d| d.status() == Some("PRIMARY")));
+    let id = primary.and_then(|d| d.id()).unwrap_or_default().to_owned();
+    let created = primary.and_then(|d| d.created_at()).and_then(ts).map(|t| t.to_string()).unwrap_or_default();
+    Ok(ActionOutcome::Done {
+        message: format!("UpdateService(forceNewDeployment) started deployment {id}"),
+        evidence: evidence([
+            ("deploymentId", id),
+            ("deploymentCreatedAt", created),
+            ("requestId", out.request_id().unwrap_or_default().to_owned()),
+        ]),
+    })
+}
+
+async fn verify_service(
+    clients: &Clients,
+    p: &StepParameters,
+    earlier: &BTreeMap<String, String>,
+) -> Result<VerifyOutcome, String> {
+    let (cluster, service) = (p.cluster.as_deref().unwrap_or_default(), p.service.as_deref().unwrap_or_default());
+    let svc = describe_service(clients, cluster, service).await.map_err(|f| f.to_string())?;
+    let restart_at: Option<Timestamp> = earlier.get("deploymentCreatedAt").and_then(|t| t.parse().ok());
+    let primary = svc.deployments().iter().find(|d| d.status() == Some("PRIMARY")).ok_or("no PRIMARY deployment")?;
+    let id = primary.id().unwrap_or_default();
+    let newer = earlier.get("deploymentId").is_some_and(|d| d == id)
+        || primary.created_at().and_then(ts).zip(restart_at).is_some_and(|(c, r)| c >= r);
+    let (running, desired) = (svc.running_count(), svc.desired_count());
+    if !newer {
+        return Err(format!("PRIMARY deployment {id} is not newer than the restart"));
+    }
+    if running < desired {
+        return Err(format!("deployment {id} is PRIMARY; runningCount {running} < desiredCount {desired}"));
+    }
+    Ok(VerifyOutcome::Satisfied {
+        message: format!("deployment {id} is PRIMARY with {running}/{desired} tasks running"),
+        evidence: evidence([
+            ("primaryDeployment", id.to_owned()),
+            ("runningCount", running.to_string()),
+            ("desiredCount", desired.to_string()),
+        ]),
+    })
+}
+
+/// RDS states in which an instance is already changing: wait rather than reboot.
+const RDS_TRANSIENT: &[&str] = &[
+    "rebooting",
+    "starting",
+    "stopping",
+    "modifying",
+    "backing-up",
+    "maintenance",
+    "upgrading",
+    "renaming",
+    "resetting-master-credentials",
+    "configuring-enhanced-monitoring",
+    "configuring-iam-database-auth",
+    "configuring-log-exports",
+    "storage-optimization",
+    "creating",
+    "moving-to-vpc",
+];
+
+async fn describe_instance(clients: &Clients, id: &str) -> Result<aws_sdk_rds::types::DbInstance, AwsFault> {
+    let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
+    let out = clients
+        .rds
+        .describe_db_instances()
+        .db_instance_identifier(id)
+        .send()
+        .await
+        .map_err(|e| AwsFault::from_sdk("rds:DescribeDBInstances", &e))?;
+    out.db_instances().first().cloned().ok_or_else(|| AwsFault {
+        operation: "rds:DescribeDBInstances",
+        code: "DBInstanceNotFound".into(),
+        message: format!("no DB instance {id}"),
+        retryable: false,
+    })
+}
+
+async fn reboot_database(
+    clients: &Clients,
+    p: &StepParameters,
+    since: Timestamp,
+) -> Result<ActionOutcome, ActionOutcome> {
+    let id = param(&p.identifier, "identifier")?;
+    // Check first: RDS records a reboot (and a failover) as events of the instance.
+    let events = {
+        let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
+        clients
+            .rds
+            .describe_events()
+            .source_identifier(id)
+            .source_type(SourceType::DbInstance)
+            .start_time(DateTime::from_secs(since.as_second()))
+            .send()
+            .await
+            .map_err(|e| failed(AwsFault::from_sdk("rds:DescribeEvents", &e)))?
+    };
+    let done = events.events().iter().find(|e| {
+        let after = e.date().and_then(ts).is_some_and(|t| t >= since);
+        let msg = e.message().unwrap_or_default().to_ascii_lowercase();
+        after && (msg.contains("restarted") || msg.contains("reboot") || msg.contains("failover"))
+    });
+    if let Some(e) = done {
+        return Ok(ActionOutcome::AlreadyDone {
+            message: format!("RDS already reports \"{}\" since the step started", e.message().unwrap_or_default()),
+            evidence: evidence([("event", e.message().unwrap_or_default().to_owned())]),
+        });
+    }
+    let db = describe_instance(clients, id).await.map_err(failed)?;
+    let status = db.db_instance_status().unwrap_or("unknown").to_owned();
+    if RDS_TRANSIENT.contains(&status.as_str()) {
+        return Ok(ActionOutcome::Deferred {
+            message: format!("instance {id} is {status}; not rebooting an instance that is already changing"),
+            retry_after: std::time::Duration::from_secs(10),
+        });
+    }
+    if status == "stopped" {
+        return Err(ActionOutcome::Failed {
+            message: format!(
+                "instance {id} is stopped: a reboot cannot start it, and a stopped database is usually stopped on purpose"
+            ),
+            retryable: false,
+        });
+    }
+    // ForceFailover only where it is valid: Multi-AZ now, not just when planned.
+    let multi_az = db.multi_az() == Some(true);
+    let force = p.force_failover == Some(true) && multi_az;
+    let why = match (p.force_failover == Some(true), multi_az) {
+        (true, true) => "Multi-AZ: rebooting with ForceFailover to the standby",
+        (true, false) => "planned a failover, but the instance is no longer Multi-AZ: plain reboot",
+        (false, _) => "plain reboot (no failover planned)",
+    };
+    let out = {
+        let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
+        clients
+            .rds
+            .reboot_db_instance()
+            .db_instance_identifier(id)
+            .force_failover(force)
+            .send()
+            .await
+            .map_err(|e| failed(AwsFault::from_sdk("rds:RebootDBInstance", &e)))?
+    };
+    Ok(ActionOutcome::Done {
+        message: format!("RebootDBInstance accepted (was {status}); {why}"),
+        evidence: evidence([
+            ("forceFailover", force.to_string()),
+            ("statusBefore", status),
+            ("requestId", aws_sdk_rds::operation::RequestId::request_id(&out).unwrap_or_default().to_owned()),
+        ]),
+    })
+}
+
+async fn verify_database(clients: &Clients, p: &StepParameters) -> Result<VerifyOutcome, String> {
+    let id = p.identifier.as_deref().unwrap_or_default();
+    let db = describe_instance(clients, id).await.map_err(|f| f.to_string())?;
+    let status = db.db_instance_status().unwrap_or("unknown");
+    if status != "available" {
+        return Err(format!("instance {id} is {status}"));
+    }
+    Ok(VerifyOutcome::Satisfied {
+        message: format!("instance {id} is available"),
+        evidence: evidence([
+            ("status", status.to_owned()),
+            ("availabilityZone", db.availability_zone().unwrap_or_default().to_owned()),
+        ]),
+    })
+}
+
+fn fqdn(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    if lower.ends_with('.') { lower } else { format!("{lower}.") }
+}
+
+fn rr_type(p: &StepParameters) -> RrType {
+    RrType::from(p.record_type.map(|t| t.as_str()).unwrap_or("A"))
+}
+
+/// Whether the record already aliases the target (ListResourceRecordSets).
+async fn record_aliases_target(clients: &Clients, p: &StepParameters) -> Result<bool, AwsFault> {
+    let (zone, name) = (p.hosted_zone_id.as_deref().unwrap_or_default(), p.record_name.as_deref().unwrap_or_default());
+    let target = p.alias_target.as_ref().ok_or_else(|| AwsFault {
+        operation: "route53:ListResourceRecordSets",
+        code: "NoAliasTarget".into(),
+        message: "step has no alias target".into(),
+        retryable: false,
+    })?;
+    clients.limits.route53.until_ready().await;
+    let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
+    let out = clients
+        .route53
+        .list_resource_record_sets()
+        .hosted_zone_id(zone)
+        .start_record_name(name)
+        .start_record_type(rr_type(p))
+        .max_items(1)
+        .send()
+        .await
+        .map_err(|e| AwsFault::from_sdk("route53:ListResourceRecordSets", &e))?;
+    Ok(out.resource_record_sets().iter().any(|r| {
+        fqdn(r.name()) == fqdn(name)
+            && *r.r#type() == rr_type(p)
+            && r.alias_target().is_some_and(|a| {
+                fqdn(a.dns_name()) == fqdn(&target.dns_name)
+                    && a.hosted_zone_id().trim_start_matches("/hostedzone/") == target.hosted_zone_id
+            })
+    }))
+}
+
+async fn update_dns(clients: &Clients, p: &StepParameters) -> Result<ActionOutcome, ActionOutcome> {
+    let zone = param(&p.hosted_zone_id, "hostedZoneId")?;
+    let name = param(&p.record_name, "recordName")?;
+    let target = p
+        .alias_target
+        .clone()
+        .ok_or_else(|| ActionOutcome::Failed { message: "step has no aliasTarget".into(), retryable: false })?;
+    // Check first: an UPSERT to the same alias is harmless, but the rule is one call per step.
+    if record_aliases_target(clients, p).await.map_err(failed)? {
+        return Ok(ActionOutcome::AlreadyDone {
+            message: format!("{name} already aliases {} in zone {}", target.dns_name, target.hosted_zone_id),
+            evidence: evidence([("record", name.to_owned())]),
+        });
+    }
+    let alias = AliasTarget::builder()
+        // The alias target's own zone, never the record's (the seed's bug).
+        .hosted_zone_id(&target.hosted_zone_id)
+        .dns_name(&target.dns_name)
+        .evaluate_target_health(target.evaluate_target_health)
+        .build()
+        .map_err(|e| ActionOutcome::Failed { message: e.to_string(), retryable: false })?;
+    let record = ResourceRecordSet::builder()
+        .name(name)
+        .r#type(rr_type(p))
+        .alias_target(alias)
+        .build()
+        .map_err(|e| ActionOutcome::Failed { message: e.to_string(), retryable: false })?;
+    let change = Change::builder()
+        .action(ChangeAction::Upsert)
+        .resource_record_set(record)
+        .build()
+        .map_err(|e| ActionOutcome::Failed { message: e.to_string(), retryable: false })?;
+    let batch = ChangeBatch::builder()
+        .comment("aws-recovery-controller failover")
+        .changes(change)
+        .build()
+        .map_err(|e| ActionOutcome::Failed { message: e.to_string(), retryable: false })?;
+    clients.limits.route53.until_ready().await;
+    let out = {
+        let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
+        clients
+            .route53
+            .change_resource_record_sets()
+            .hosted_zone_id(zone)
+            .change_batch(batch)
+            .send()
+            .await
+            .map_err(|e| failed(AwsFault::from_sdk("route53:ChangeResourceRecordSets", &e)))?
+    };
+    let change_id = out.change_info().map(|c| c.id().to_owned()).unwrap_or_default();
+    Ok(ActionOutcome::Done {
+        message: format!(
+            "UPSERT {name} ALIAS {} (zone {}) submitted as change {change_id}",
+            target.dns_name, target.hosted_zone_id
+        ),
+        evidence: evidence([
+            ("changeId", change_id),
+            ("requestId", aws_sdk_route53::operation::RequestId::request_id(&out).unwrap_or_default().to_owned()),
+        ]),
+    })
+}
+
+async fn verify_dns(
+    clients: &Clients,
+    p: &StepParameters,
+    earlier: &BTreeMap<String, String>,
+) -> Result<VerifyOutcome, String> {
+    let mut ev = BTreeMap::new();
+    if let Some(change_id) = earlier.get("changeId") {
+        clients.limits.route53.until_ready().await;
+        let out = {
+            let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
+            clients
+                .route53
+                .get_change()
+                .id(change_id)
+                .send()
+                .await
+                .map_err(|e| AwsFault::from_sdk("route53:GetChange", &e).to_string())?
+        };
+        let status = out.change_info().map(|c| c.status().as_str().to_owned()).unwrap_or_default();
+        if status != "INSYNC" {
+            return Err(format!("change {change_id} is {status}"));
+        }
+        ev.insert("changeStatus".to_owned(), status);
+    }
+    if !record_aliases_target(clients, p).await.map_err(|f| f.to_string())? {
+        return Err(format!("{} does not alias the target yet", p.record_name.as_deref().unwrap_or_default()));
+    }
+    Ok(VerifyOutcome::Satisfied {
+        message: "the change is INSYNC and the record aliases the target".into(),
+        evidence: ev,
+    })
+}

@@ -1,0 +1,187 @@
+//! The Incident reconciler: for an open incident whose policy allows remediation, make its
+//! RecoveryPlan (owned by the incident) and follow the plan's phase:
+//! Detected → Investigating (plan made / awaiting approval) → Mitigating (executing) →
+//! Resolved (by detection, once healthy). A failed plan leaves the incident open with
+//! `RemediationFailed` and its severity raised one level.
+//!
+//! Network: reads the policy and plan, creates the plan, writes the incident.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument};
+
+use crate::api::RecoveryPolicy;
+use crate::api::common::set_condition;
+use crate::api::incident::{Incident, IncidentPhase};
+use crate::api::plan::{PlanPhase, RecoveryPlan, RecoveryPlanSpec};
+use crate::api::policy::RemediationMode;
+use crate::core::planning::plan_steps;
+use crate::core::targets::{plan_name, target_label};
+
+use super::{Context, Error, MANAGER, POLICY_LABEL, TARGET_LABEL, now, replace_status};
+
+/// Condition types on an incident.
+pub mod conditions {
+    /// Whether a plan may be (or was) made for the incident.
+    pub const REMEDIATION_ALLOWED: &str = "RemediationAllowed";
+    /// The plan failed; people take over.
+    pub const REMEDIATION_FAILED: &str = "RemediationFailed";
+}
+
+/// Annotation recording which plan's failure raised the severity, so it is raised once.
+pub const ESCALATED_ANNOTATION: &str = "recovery.dev/escalated-for";
+
+/// Reconciles one incident.
+#[instrument(skip_all, fields(incident = %incident.name_any(), namespace = incident.namespace().unwrap_or_default()))]
+pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let Some(phase) = incident.status.as_ref().and_then(|s| s.phase) else {
+        return Ok(Action::await_change()); // detection writes the first status
+    };
+    if phase == IncidentPhase::Resolved {
+        return Ok(Action::await_change());
+    }
+    let ns = incident.namespace().unwrap_or_default();
+    let incidents: Api<Incident> = Api::namespaced(ctx.client.clone(), &ns);
+    let plans: Api<RecoveryPlan> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut next = (*incident).clone();
+    let status = next.status.get_or_insert_with(Default::default);
+    let generation = incident.metadata.generation;
+    let t = now();
+
+    let policy = Api::<RecoveryPolicy>::namespaced(ctx.client.clone(), &ns).get_opt(&incident.spec.policy).await?;
+    let name = plan_name(&incident.name_any());
+    let plan = plans.get_opt(&name).await?;
+    let allowed = |status: &mut crate::api::incident::IncidentStatus, ok: bool, reason: &str, msg: String| {
+        set_condition(&mut status.conditions, conditions::REMEDIATION_ALLOWED, ok, reason, msg, generation, t)
+    };
+
+    match (&policy, plan) {
+        (None, None) => {
+            allowed(status, false, "PolicyMissing", format!("policy {} does not exist", incident.spec.policy));
+        }
+        (Some(p), None) if p.spec.remediation.mode == RemediationMode::Disabled => {
+            allowed(
+                status,
+                false,
+                "RemediationDisabled",
+                "the policy's remediation mode is Disabled: no plan is made".into(),
+            );
+        }
+        (Some(_), None) if status.plan.is_some() => {
+            // A person deleted the plan. Making it again could repeat what it already did.
+            allowed(
+                status,
+                false,
+                "PlanDeleted",
+                format!("plan {name} was deleted; no new plan is made for this incident"),
+            );
+        }
+        (Some(p), None) => match plan_steps(&incident.spec, status.metrics.as_ref(), &p.spec) {
+            Err(e) => {
+                if allowed(status, false, "CannotPlan", e.to_string()) {
+                    ctx.event(&*incident, EventType::Warning, "CannotPlan", "Plan", e.to_string()).await;
+                }
+            }
+            Ok(steps) => {
+                let dry_run = p.spec.remediation.mode == RemediationMode::DryRun;
+                let spec = RecoveryPlanSpec {
+                    incident: incident.name_any(),
+                    incident_id: incident.spec.id.clone(),
+                    policy: incident.spec.policy.clone(),
+                    dry_run,
+                    steps,
+                };
+                create_plan(&plans, &incident, &name, spec).await?;
+                info!(plan = %name, "plan created");
+                ctx.event(&*incident, EventType::Normal, "PlanCreated", "Plan", format!("created plan {name}")).await;
+                status.plan = Some(name.clone());
+                status.phase = Some(IncidentPhase::Investigating);
+                allowed(status, true, "PlanCreated", format!("plan {name} was made"));
+            }
+        },
+        (_, Some(plan)) => {
+            status.plan = Some(name.clone());
+            let plan_phase = plan.status.as_ref().and_then(|s| s.phase).unwrap_or(PlanPhase::Created);
+            status.phase = Some(match plan_phase {
+                PlanPhase::Created | PlanPhase::AwaitingApproval => IncidentPhase::Investigating,
+                PlanPhase::Completed if plan.spec.dry_run => IncidentPhase::Investigating,
+                PlanPhase::Executing | PlanPhase::Completed | PlanPhase::Failed => IncidentPhase::Mitigating,
+            });
+            if plan_phase == PlanPhase::Failed {
+                let why =
+                    plan.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_else(|| "the plan failed".into());
+                let msg = format!("plan {name} failed: {why}; people take over");
+                if set_condition(
+                    &mut status.conditions,
+                    conditions::REMEDIATION_FAILED,
+                    true,
+                    "PlanFailed",
+                    &msg,
+                    generation,
+                    t,
+                ) {
+                    ctx.event(&*incident, EventType::Warning, "RemediationFailed", "Remediate", msg).await;
+                }
+                escalate(&incidents, &incident, &name).await?;
+            }
+        }
+    }
+    if next.status != incident.status {
+        // The escalation patch may have moved the resourceVersion on: take the latest.
+        if let Some(fresh) = incidents.get_opt(&incident.name_any()).await? {
+            next.metadata.resource_version = fresh.metadata.resource_version;
+        }
+        replace_status(&incidents, &next).await?;
+    }
+    Ok(Action::await_change())
+}
+
+async fn create_plan(
+    api: &Api<RecoveryPlan>,
+    incident: &Incident,
+    name: &str,
+    spec: RecoveryPlanSpec,
+) -> Result<(), Error> {
+    let plan = RecoveryPlan {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: incident.namespace(),
+            labels: Some(BTreeMap::from([
+                (POLICY_LABEL.to_owned(), incident.spec.policy.clone()),
+                (TARGET_LABEL.to_owned(), target_label(&incident.spec.target)),
+            ])),
+            owner_references: incident.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    };
+    match api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &plan).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()), // made by an earlier attempt
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Raises the severity one level, once per failed plan: the annotation and the new severity
+/// are written in one patch, guarded by the resourceVersion.
+async fn escalate(api: &Api<Incident>, incident: &Incident, plan: &str) -> Result<(), Error> {
+    if incident.annotations().get(ESCALATED_ANNOTATION).map(String::as_str) == Some(plan) {
+        return Ok(());
+    }
+    let patch = json!({
+        "metadata": {
+            "resourceVersion": incident.resource_version(),
+            "annotations": { ESCALATED_ANNOTATION: plan },
+        },
+        "spec": { "severity": incident.spec.severity.raised() },
+    });
+    api.patch(&incident.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}

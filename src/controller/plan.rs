@@ -1,0 +1,194 @@
+//! The RecoveryPlan reconciler: read the plan fresh → gather the rails → run the step state
+//! machine (pure) → act or verify through `aws::act` → persist with a resourceVersion
+//! precondition → Events.
+//!
+//! Network: `gate` reads the API server; `act`/`verify` call AWS; `persist` writes status.
+//! One reconcile advances the plan through as many transitions as it can without waiting,
+//! each on the object the API server returned from the previous write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use tracing::{info, instrument, warn};
+
+use crate::api::RecoveryPolicy;
+use crate::api::common::parse_duration;
+use crate::api::incident::{Incident, IncidentPhase};
+use crate::api::plan::{APPROVED_BY_ANNOTATION, PlanPhase, RecoveryPlan, StepAction};
+use crate::api::policy::RemediationMode;
+use crate::aws::act::{self, ActContext};
+use crate::core::rails::{RailInputs, may_act};
+use crate::core::steps::{Gate, Inputs, Next, Settings, Transition, Update, decide, record_action, record_verify};
+
+use super::{Context, Error, POLICY_LABEL, TARGET_LABEL, now, replace_status};
+
+/// A rail that frees itself only through a change elsewhere is looked at again this often.
+const RECHECK: Duration = Duration::from_secs(15);
+
+/// Transitions one reconcile may make before yielding to other plans.
+const MAX_TRANSITIONS: usize = 12;
+
+/// Reconciles one plan.
+#[instrument(skip_all, fields(plan = %plan.name_any(), namespace = plan.namespace().unwrap_or_default()))]
+pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = plan.namespace().unwrap_or_default();
+    let plans: Api<RecoveryPlan> = Api::namespaced(ctx.client.clone(), &ns);
+    // Plans of one policy are advanced one at a time, so that two of them cannot both see
+    // room under maxConcurrentPlans and both start.
+    let lock = ctx.policy_lock(&ns, &plan.spec.policy);
+    let _guard = lock.lock().await;
+    // Decisions rest on what is persisted, not on a watch cache that may lag our last write.
+    let Some(mut plan) = plans.get_opt(&plan.name_any()).await? else { return Ok(Action::await_change()) };
+    let policy = Api::<RecoveryPolicy>::namespaced(ctx.client.clone(), &ns).get_opt(&plan.spec.policy).await?;
+    let incident = Api::<Incident>::namespaced(ctx.client.clone(), &ns).get_opt(&plan.spec.incident).await?;
+    let settings = settings(policy.as_ref());
+    let siblings =
+        plans.list(&ListParams::default().labels(&format!("{POLICY_LABEL}={}", plan.spec.policy))).await?.items;
+
+    for _ in 0..MAX_TRANSITIONS {
+        let gate = gate(&plan, policy.as_ref(), incident.as_ref(), &siblings);
+        let status = plan.status.clone().unwrap_or_default();
+        let inputs = Inputs {
+            spec: &plan.spec,
+            status: &status,
+            manual: policy.as_ref().is_some_and(|p| p.spec.remediation.mode == RemediationMode::Manual),
+            approved_by: plan.annotations().get(APPROVED_BY_ANNOTATION).map(String::as_str).filter(|v| !v.is_empty()),
+            gate: &gate,
+            settings: &settings,
+            now: now(),
+        };
+        let update = match decide(&inputs) {
+            Next::Done => return Ok(Action::await_change()),
+            Next::Wait(after) => return Ok(Action::requeue(after.unwrap_or(RECHECK).min(RECHECK))),
+            Next::Persist(update) => update,
+            Next::Act(started) => {
+                let region = started.parameters().region.clone();
+                let clients = ctx.aws.get(&region, policy.as_ref().and_then(|p| p.spec.aws.role_arn.as_deref())).await;
+                let act_ctx = ActContext { own_deployments: own_deployments(&siblings, &plan, started.target()) };
+                info!(step = started.order(), action = ?started.action(), attempt = started.attempt(), "acting");
+                let outcome = act::act(&clients, &started, &act_ctx).await;
+                ctx.failpoint("after-aws-call");
+                let update = record_action(&inputs, started, outcome);
+                ctx.failpoint("before-completed");
+                update
+            }
+            Next::Verify(started) => {
+                let region = started.parameters().region.clone();
+                let clients = ctx.aws.get(&region, policy.as_ref().and_then(|p| p.spec.aws.role_arn.as_deref())).await;
+                let outcome = act::verify(&clients, &started).await;
+                record_verify(&inputs, started, outcome)
+            }
+        };
+        let requeue = update.requeue;
+        let started_action = update
+            .transitions
+            .iter()
+            .any(|t| matches!(t, Transition::StepStarted { action, .. } if action.is_mutating()));
+        plan = persist(&ctx, &plans, plan, update).await?;
+        if started_action {
+            ctx.failpoint("after-in-progress");
+        }
+        if let Some(after) = requeue {
+            return Ok(Action::requeue(after));
+        }
+    }
+    Ok(Action::requeue(Duration::from_millis(100)))
+}
+
+/// Writes the new status (if it differs) with the plan's resourceVersion as precondition,
+/// then records one Event per transition.
+async fn persist(
+    ctx: &Context,
+    api: &Api<RecoveryPlan>,
+    mut plan: RecoveryPlan,
+    update: Update,
+) -> Result<RecoveryPlan, Error> {
+    if plan.status.as_ref() != Some(&update.status) {
+        plan.status = Some(update.status);
+        plan = replace_status(api, &plan).await?;
+    }
+    for t in &update.transitions {
+        let type_ = if t.is_warning() { EventType::Warning } else { EventType::Normal };
+        if t.is_warning() {
+            warn!(reason = t.reason(), "{}", t.message());
+        } else {
+            info!(reason = t.reason(), "{}", t.message());
+        }
+        ctx.event(&plan, type_, t.reason(), "Remediate", t.message()).await;
+    }
+    Ok(plan)
+}
+
+fn settings(policy: Option<&RecoveryPolicy>) -> Settings {
+    let mut s = Settings::default();
+    if let Some(p) = policy {
+        let r = &p.spec.remediation;
+        s.step_timeout = parse_duration(&r.step_timeout).unwrap_or(s.step_timeout);
+        s.max_attempts = r.max_attempts;
+    }
+    s
+}
+
+/// The rails, from the policy, the incident and the policy's other plans.
+fn gate(
+    plan: &RecoveryPlan,
+    policy: Option<&RecoveryPolicy>,
+    incident: Option<&Incident>,
+    siblings: &[RecoveryPlan],
+) -> Gate {
+    let Some(policy) = policy else {
+        return Gate::Stop(format!("policy {} no longer exists", plan.spec.policy));
+    };
+    let Some(incident) = incident else {
+        return Gate::Stop(format!("incident {} no longer exists", plan.spec.incident));
+    };
+    let phase = plan.status.as_ref().and_then(|s| s.phase);
+    let started = matches!(phase, Some(PlanPhase::Executing));
+    if !started && incident.status.as_ref().and_then(|s| s.phase) == Some(IncidentPhase::Resolved) {
+        return Gate::Stop("the target recovered before the plan acted".into());
+    }
+    let target = plan.labels().get(TARGET_LABEL).cloned();
+    let others = siblings.iter().filter(|p| p.name_any() != plan.name_any());
+    let executing =
+        others.clone().filter(|p| p.status.as_ref().and_then(|s| s.phase) == Some(PlanPhase::Executing)).count();
+    let last_end = others
+        .filter(|p| target.is_some() && p.labels().get(TARGET_LABEL) == target.as_ref())
+        .filter_map(|p| p.status.as_ref()?.completed_at.as_ref().map(|t| t.0))
+        .max();
+    let counts = policy.status.as_ref().and_then(|s| s.targets.clone()).unwrap_or_default();
+    let mut inputs = RailInputs::for_policy(&policy.spec.remediation, &counts, now());
+    inputs.executing_plans = executing as u32;
+    inputs.last_plan_ended_at = last_end;
+    let probed = policy.status.as_ref().and_then(|s| s.last_probe_time.as_ref()).map(|t| t.0);
+    let detected = incident.status.as_ref().and_then(|s| s.detected_at.as_ref()).map(|t| t.0);
+    inputs.counts_current = probed.is_some() && probed >= detected;
+    match may_act(&inputs) {
+        Ok(()) => Gate::Open,
+        Err(held) => Gate::Hold(held),
+    }
+}
+
+/// ECS deployments started by this controller's other plans for the same target.
+fn own_deployments(siblings: &[RecoveryPlan], plan: &RecoveryPlan, target: &str) -> Vec<String> {
+    siblings
+        .iter()
+        .filter(|p| p.name_any() != plan.name_any())
+        .flat_map(|p| {
+            let restart = p
+                .spec
+                .steps
+                .iter()
+                .find(|s| s.action == StepAction::RestartService && s.target == target)
+                .map(|s| s.order);
+            p.status
+                .iter()
+                .flat_map(|st| st.steps.iter())
+                .filter(move |s| Some(s.order) == restart)
+                .filter_map(|s| s.evidence.get("deploymentId").cloned())
+        })
+        .collect()
+}

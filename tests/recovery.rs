@@ -1,0 +1,453 @@
+//! Recovery against the real parts: each template end to end, the kill test at every
+//! boundary of every mutating step, and the rails.
+
+mod support;
+
+use std::time::Duration;
+
+use aws_recovery_controller::api::Severity;
+use aws_recovery_controller::api::incident::IncidentPhase;
+use aws_recovery_controller::api::plan::{PlanPhase, StepPhase};
+use serde_json::{Value, json};
+
+use support::controller::ControllerProcess;
+use support::{Faults, aws, eventually, kubectl, namespace, plans, policy, unique};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn remediation(extra: Value) -> Value {
+    let mut r = json!({"mode": "Automatic", "stepTimeout": "30s", "cooldown": "0s", "maxUnhealthyPercent": 100, "maxConcurrentPlans": 5});
+    r.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
+    r
+}
+
+fn policy_spec(targets: Value, remediation_extra: Value) -> Value {
+    json!({
+        "aws": {"region": "us-east-1"},
+        "probeInterval": "2s",
+        "targets": targets,
+        "detection": {"failureThreshold": 1, "successThreshold": 1},
+        "remediation": remediation(remediation_extra),
+    })
+}
+
+/// An ECS service running 1 of 2 tasks under a policy in a fresh namespace.
+struct Ecs {
+    client: kube::Client,
+    ns: String,
+    cluster: String,
+    faults: Faults,
+}
+
+impl Ecs {
+    async fn degraded(prefix: &str, remediation_extra: Value) -> Self {
+        Self::services_down(prefix, &["web"], 1, remediation_extra).await
+    }
+
+    /// Services of 2 desired tasks each, all running `running`.
+    async fn services_down(prefix: &str, services: &[&str], running: i32, remediation_extra: Value) -> Self {
+        let client = support::client().await;
+        let ns = namespace(&client, prefix).await;
+        let cfg = aws::config().await;
+        let faults = Faults::from_env();
+        let cluster = unique(prefix);
+        let names: Vec<String> = services.iter().map(|s| s.to_string()).collect();
+        aws::ecs_services(&cfg, &cluster, &names, 2).await;
+        for s in services {
+            faults.ecs_service(json!({"cluster": cluster, "service": s, "runningCount": running})).await;
+        }
+        let targets = json!({"ecsServices": [{"cluster": cluster, "services": services}]});
+        policy::create(&client, &ns, "shop", policy_spec(targets, remediation_extra)).await;
+        Self { client, ns, cluster, faults }
+    }
+
+    async fn restarts(&self) -> Vec<Value> {
+        self.faults.calls_for("ecs", "UpdateService", "cluster", &self.cluster).await
+    }
+
+    /// Lets the new deployment finish: running = desired.
+    async fn heal(&self) {
+        self.heal_service("web").await;
+    }
+
+    async fn heal_service(&self, service: &str) {
+        let body = json!({"cluster": self.cluster, "service": service, "runningCount": 2, "completeRollout": true});
+        self.faults.ecs_service(body).await;
+    }
+}
+
+#[tokio::test]
+async fn ecs_restart_then_verify_only_after_healing() {
+    let e = Ecs::degraded("rec-ecs", json!({})).await;
+    let _ctl = ControllerProcess::start(&e.ns);
+    let plan = plans::wait_phase(&e.client, &e.ns, PlanPhase::Executing, WAIT).await;
+    let restarts =
+        eventually("UpdateService", WAIT, || async { Some(e.restarts().await).filter(|r| !r.is_empty()) }).await;
+    assert_eq!(restarts[0]["params"]["forceNewDeployment"], true);
+    // The verify step waits: the new deployment runs 1 of 2 tasks.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let now = plans::all(&e.client, &e.ns).await.pop().unwrap();
+    let st = now.status.clone().unwrap();
+    assert_eq!(plans::phase(&now), Some(PlanPhase::Executing));
+    assert_eq!(st.steps[0].phase, StepPhase::Completed);
+    assert_eq!(
+        st.steps[0].evidence.get("deploymentId").map(String::as_str),
+        restarts[0]["result"]["deploymentId"].as_str()
+    );
+    assert_eq!(st.steps[1].phase, StepPhase::InProgress);
+    assert!(
+        st.steps[1].message.as_deref().unwrap_or_default().contains("runningCount 1 < desiredCount 2"),
+        "{:?}",
+        st.steps[1].message
+    );
+    let inc = policy::incidents(&e.client, &e.ns).await.pop().unwrap();
+    assert_eq!(inc.status.as_ref().unwrap().phase, Some(IncidentPhase::Mitigating));
+    assert_eq!(inc.status.as_ref().unwrap().plan.as_deref(), plan.metadata.name.as_deref());
+
+    e.heal().await;
+    let done = plans::wait_phase(&e.client, &e.ns, PlanPhase::Completed, WAIT).await;
+    assert_eq!(done.status.unwrap().progress.as_deref(), Some("2/2"));
+    eventually("incident resolved", WAIT, || async {
+        let inc = policy::incidents(&e.client, &e.ns).await.pop()?;
+        (inc.status?.phase == Some(IncidentPhase::Resolved)).then_some(())
+    })
+    .await;
+    assert_eq!(e.restarts().await.len(), 1, "exactly one restart");
+
+    let out = kubectl(&["get", "recoveryplans", "-n", &e.ns], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().next().unwrap().split_whitespace().eq(["NAME", "INCIDENT", "PHASE", "STEP", "AGE"]), "{text}");
+    assert!(text.contains("Completed") && text.contains("2/2"), "{text}");
+    let out = kubectl(&["describe", "recoveryplan", "-n", &e.ns], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for reason in ["PlanExecuting", "StepStarted", "StepCompleted", "PlanCompleted"] {
+        assert!(text.contains(reason), "describe shows {reason}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn ecs_verify_fails_at_step_timeout_and_escalates() {
+    let e = Ecs::degraded("rec-timeout", json!({})).await;
+    let _ctl = ControllerProcess::start(&e.ns);
+    let failed = plans::wait_phase(&e.client, &e.ns, PlanPhase::Failed, Duration::from_secs(90)).await;
+    let st = failed.status.unwrap();
+    assert_eq!(st.steps[1].phase, StepPhase::Failed);
+    assert!(st.message.unwrap().contains("stepTimeout 30s"));
+    let inc = eventually("escalation", WAIT, || async {
+        let inc = policy::incidents(&e.client, &e.ns).await.pop()?;
+        let failed =
+            inc.status.as_ref()?.conditions.iter().any(|c| c.type_ == "RemediationFailed" && c.status == "True");
+        (failed && inc.spec.severity == Severity::Critical).then_some(inc)
+    })
+    .await;
+    assert_ne!(inc.status.unwrap().phase, Some(IncidentPhase::Resolved), "a failed plan leaves the incident open");
+    assert_eq!(e.restarts().await.len(), 1);
+}
+
+async fn rds_failover(multi_az: bool) {
+    let client = support::client().await;
+    let ns = namespace(&client, if multi_az { "rec-rds-maz" } else { "rec-rds-saz" }).await;
+    let cfg = aws::config().await;
+    let faults = Faults::from_env();
+    let db = unique("db");
+    aws::rds_instance(&cfg, &db, multi_az).await;
+    faults.rds_instance(json!({"dbInstanceIdentifier": db, "status": "failed", "availabilityZone": "us-east-1a", "secondaryAvailabilityZone": if multi_az { "us-east-1b" } else { "" }})).await;
+    policy::create(&client, &ns, "data", policy_spec(json!({"rdsInstances": [{"identifier": db}]}), json!({}))).await;
+    let _ctl = ControllerProcess::start(&ns);
+    let done = plans::wait_phase(&client, &ns, PlanPhase::Completed, WAIT).await;
+    let reboots = faults.calls_for("rds", "RebootDBInstance", "DBInstanceIdentifier", &db).await;
+    assert_eq!(reboots.len(), 1, "one reboot: {reboots:?}");
+    assert_eq!(reboots[0]["result"]["forceFailover"], multi_az);
+    let st = done.status.unwrap();
+    assert_eq!(
+        st.steps[0].evidence.get("forceFailover").map(String::as_str),
+        Some(if multi_az { "true" } else { "false" })
+    );
+    assert_eq!(done.spec.steps[0].parameters.force_failover, Some(multi_az));
+    assert!(done.spec.steps[0].parameters.reason.as_deref().unwrap().contains(if multi_az {
+        "Multi-AZ"
+    } else {
+        "single-AZ"
+    }));
+}
+
+#[tokio::test]
+async fn rds_multi_az_fails_over() {
+    rds_failover(true).await;
+}
+
+#[tokio::test]
+async fn rds_single_az_reboots_without_failover() {
+    rds_failover(false).await;
+}
+
+/// A failing health check with a failover record pointing at a backup in another zone.
+struct Dns {
+    client: kube::Client,
+    ns: String,
+    zone: String,
+    zone_name: String,
+    hc: String,
+    faults: Faults,
+}
+
+impl Dns {
+    async fn failing(prefix: &str) -> Self {
+        let client = support::client().await;
+        let ns = namespace(&client, prefix).await;
+        let cfg = aws::config().await;
+        let faults = Faults::from_env();
+        let zone_name = format!("{}.example.com", unique("z"));
+        let zone = aws::hosted_zone(&cfg, &zone_name).await;
+        let hc = aws::health_check(&cfg, &format!("api.{zone_name}")).await;
+        faults.health_check(&hc, 3, 3).await;
+        let targets = json!({"route53HealthChecks": [{"healthCheckId": hc, "failover": {
+            "hostedZoneId": zone, "recordName": format!("api.{zone_name}"), "recordType": "A",
+            "aliasTarget": {"dnsName": "backup-lb.elb.amazonaws.com", "hostedZoneId": "Z35SXDOTRQ7X7K", "evaluateTargetHealth": true}}}]});
+        policy::create(&client, &ns, "edge", policy_spec(targets, json!({}))).await;
+        Self { client, ns, zone, zone_name, hc, faults }
+    }
+
+    async fn changes(&self) -> Vec<Value> {
+        self.faults.calls_for("route53", "ChangeResourceRecordSets", "HostedZoneId", &self.zone).await
+    }
+}
+
+#[tokio::test]
+async fn dns_failover_aliases_the_target_zone() {
+    let d = Dns::failing("rec-dns").await;
+    d.faults.settings(json!({"route53": {"changePendingCalls": 0}})).await;
+    let _ctl = ControllerProcess::start(&d.ns);
+    let done = plans::wait_phase(&d.client, &d.ns, PlanPhase::Completed, WAIT).await;
+    let changes = d.changes().await;
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let st = done.status.unwrap();
+    assert!(st.steps[0].evidence.contains_key("changeId"));
+    assert_eq!(st.steps[1].evidence.get("changeStatus").map(String::as_str), Some("INSYNC"));
+    let cfg = aws::config().await;
+    let sets =
+        aws_sdk_route53::Client::new(&cfg).list_resource_record_sets().hosted_zone_id(&d.zone).send().await.unwrap();
+    let rec = sets
+        .resource_record_sets()
+        .iter()
+        .find(|r| r.name().trim_end_matches('.') == format!("api.{}", d.zone_name))
+        .expect("the record");
+    let alias = rec.alias_target().expect("an alias");
+    assert_eq!(alias.dns_name().trim_end_matches('.'), "backup-lb.elb.amazonaws.com");
+    assert_eq!(alias.hosted_zone_id(), "Z35SXDOTRQ7X7K", "the alias target's own zone, not the record's");
+    d.faults.clear_health_check(&d.hc).await;
+}
+
+/// Counts the mutating calls made for a test's target (and heals what needs healing).
+type CallCounter = Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = usize>>>>;
+
+/// Kill test: the controller aborts at `failpoint`, a new one takes over, and the mutating
+/// call reaches AWS exactly once while the plan completes.
+async fn killed_at(failpoint: &str, template: &str) {
+    let prefix = format!("kill-{template}");
+    let (client, ns, count): (kube::Client, String, CallCounter) = match template {
+        "ecs" => {
+            let e = Ecs::degraded(&prefix, json!({})).await;
+            let (client, ns) = (e.client.clone(), e.ns.clone());
+            let e = std::rc::Rc::new(e);
+            (
+                client,
+                ns,
+                Box::new(move || {
+                    let e = e.clone();
+                    Box::pin(async move {
+                        let n = e.restarts().await.len();
+                        if n > 0 {
+                            e.heal().await;
+                        }
+                        n
+                    })
+                }),
+            )
+        }
+        "rds" => {
+            let client = support::client().await;
+            let ns = namespace(&client, &prefix).await;
+            let cfg = aws::config().await;
+            let faults = Faults::from_env();
+            let db = unique("kdb");
+            aws::rds_instance(&cfg, &db, true).await;
+            faults.rds_instance(json!({"dbInstanceIdentifier": db, "status": "failed"})).await;
+            policy::create(&client, &ns, "data", policy_spec(json!({"rdsInstances": [{"identifier": db}]}), json!({})))
+                .await;
+            (
+                client,
+                ns,
+                Box::new(move || {
+                    let (faults, db) = (faults.clone(), db.clone());
+                    Box::pin(async move {
+                        faults.calls_for("rds", "RebootDBInstance", "DBInstanceIdentifier", &db).await.len()
+                    })
+                }),
+            )
+        }
+        _ => {
+            let d = std::rc::Rc::new(Dns::failing(&prefix).await);
+            let (client, ns) = (d.client.clone(), d.ns.clone());
+            (
+                client,
+                ns,
+                Box::new(move || {
+                    let d = d.clone();
+                    Box::pin(async move { d.changes().await.len() })
+                }),
+            )
+        }
+    };
+    let mut crashing = ControllerProcess::start_with(&ns, &[("RECOVERY_FAILPOINT", failpoint)]);
+    let status = crashing.exited(WAIT).await;
+    assert!(!status.success(), "the failpoint aborts the process");
+    assert!(crashing.log_text().contains(&format!("failpoint {failpoint}")), "{}", crashing.log_text());
+    let before = count().await;
+    let expected_before = if failpoint == "after-in-progress" { 0 } else { 1 };
+    assert_eq!(before, expected_before, "calls before the restart");
+    let _ctl = ControllerProcess::start(&ns);
+    eventually("the plan completes after the restart", WAIT, || async {
+        count().await;
+        plans::all(&client, &ns).await.into_iter().find(|p| plans::phase(p) == Some(PlanPhase::Completed))
+    })
+    .await;
+    assert_eq!(count().await, 1, "{template} at {failpoint}: the mutating call reached AWS exactly once");
+}
+
+macro_rules! kill_tests {
+    ($($name:ident: $fp:literal, $tpl:literal;)*) => {$(
+        #[tokio::test(flavor = "current_thread")]
+        async fn $name() {
+            killed_at($fp, $tpl).await;
+        }
+    )*};
+}
+
+kill_tests! {
+    kill_ecs_after_in_progress: "after-in-progress", "ecs";
+    kill_ecs_after_aws_call: "after-aws-call", "ecs";
+    kill_ecs_before_completed: "before-completed", "ecs";
+    kill_rds_after_in_progress: "after-in-progress", "rds";
+    kill_rds_after_aws_call: "after-aws-call", "rds";
+    kill_rds_before_completed: "before-completed", "rds";
+    kill_dns_after_in_progress: "after-in-progress", "dns";
+    kill_dns_after_aws_call: "after-aws-call", "dns";
+    kill_dns_before_completed: "before-completed", "dns";
+}
+
+#[tokio::test]
+async fn manual_waits_for_the_approval_command() {
+    let e = Ecs::degraded("rec-manual", json!({"mode": "Manual"})).await;
+    let _ctl = ControllerProcess::start(&e.ns);
+    let plan = plans::wait_phase(&e.client, &e.ns, PlanPhase::AwaitingApproval, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(e.restarts().await.is_empty(), "nothing acts before approval");
+    let name = plan.metadata.name.unwrap();
+    let out = kubectl(&["annotate", "recoveryplan", &name, "-n", &e.ns, "recovery.dev/approved-by=alice"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually("the restart after approval", WAIT, || async { Some(e.restarts().await).filter(|r| r.len() == 1) })
+        .await;
+    e.heal().await;
+    let done = plans::wait_phase(&e.client, &e.ns, PlanPhase::Completed, WAIT).await;
+    assert_eq!(done.status.unwrap().approved_by.as_deref(), Some("alice"));
+}
+
+#[tokio::test]
+async fn dry_run_makes_no_mutating_call() {
+    let e = Ecs::degraded("rec-dry", json!({"mode": "DryRun"})).await;
+    let _ctl = ControllerProcess::start(&e.ns);
+    let done = plans::wait_phase(&e.client, &e.ns, PlanPhase::Completed, WAIT).await;
+    let st = done.status.unwrap();
+    assert!(st.steps.iter().all(|s| s.phase == StepPhase::Skipped));
+    assert!(st.steps[0].message.as_deref().unwrap().contains("would call ECS UpdateService"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(e.restarts().await.is_empty());
+}
+
+#[tokio::test]
+async fn disabled_makes_no_plan() {
+    let e = Ecs::degraded("rec-disabled", json!({"mode": "Disabled"})).await;
+    let _ctl = ControllerProcess::start(&e.ns);
+    let inc = eventually("RemediationAllowed=False on the incident", WAIT, || async {
+        let inc = policy::incidents(&e.client, &e.ns).await.pop()?;
+        inc.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "RemediationAllowed" && c.reason == "RemediationDisabled")
+            .then_some(inc)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(plans::all(&e.client, &e.ns).await.is_empty());
+    assert!(e.restarts().await.is_empty());
+    assert_eq!(inc.status.unwrap().phase, Some(IncidentPhase::Detected));
+}
+
+/// Two of two services down with maxUnhealthyPercent 50: incidents open, nothing acts.
+#[tokio::test]
+async fn storm_guard_holds_every_plan() {
+    let e = Ecs::services_down("rec-storm", &["a", "b"], 0, json!({"maxUnhealthyPercent": 50})).await;
+    let (client, ns) = (e.client.clone(), e.ns.clone());
+    let _ctl = ControllerProcess::start(&ns);
+    eventually("both plans held by the storm guard", WAIT, || async {
+        let ps = plans::all(&client, &ns).await;
+        (ps.len() == 2 && ps.iter().all(|p| plans::held(p).as_deref() == Some("TooManyUnhealthy"))).then_some(())
+    })
+    .await;
+    let p = policy::get(&client, &ns, "shop").await;
+    let (status, reason, _) = policy::condition(&p, "RemediationAllowed").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "TooManyUnhealthy"));
+    let out = kubectl(&["get", "events", "-n", &ns, "--field-selector", "reason=TooManyUnhealthy"], None);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Warning"),
+        "a Warning Event: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(e.restarts().await.is_empty(), "the storm guard held every restart");
+}
+
+/// Two services down, maxConcurrentPlans 1: the second restart waits for the first plan.
+#[tokio::test]
+async fn max_concurrent_plans_holds_the_second() {
+    let e = Ecs::services_down("rec-conc", &["a", "b"], 1, json!({"maxConcurrentPlans": 1})).await;
+    let (client, ns) = (e.client.clone(), e.ns.clone());
+    let _ctl = ControllerProcess::start(&ns);
+    eventually("one executing, one held", WAIT, || async {
+        let ps = plans::all(&client, &ns).await;
+        let executing = ps.iter().filter(|p| plans::phase(p) == Some(PlanPhase::Executing)).count();
+        let held = ps.iter().filter(|p| plans::held(p).as_deref() == Some("MaxConcurrentPlans")).count();
+        (executing == 1 && held == 1).then_some(())
+    })
+    .await;
+    let restarts = e.restarts().await;
+    assert_eq!(restarts.len(), 1, "only the first plan acted");
+    // Heal the first; then the second may go.
+    let first = restarts[0]["params"]["service"].as_str().unwrap().to_owned();
+    e.heal_service(&first).await;
+    eventually("the second restart", WAIT, || async { Some(e.restarts().await).filter(|r| r.len() == 2) }).await;
+}
+
+/// A relapse right after a completed plan is held by the target's cooldown.
+#[tokio::test]
+async fn cooldown_holds_a_relapse() {
+    let e = Ecs::degraded("rec-cool", json!({"cooldown": "10m"})).await;
+    let _ctl = ControllerProcess::start(&e.ns);
+    eventually("first restart", WAIT, || async { Some(e.restarts().await).filter(|r| r.len() == 1) }).await;
+    e.heal().await;
+    eventually("first incident resolved", WAIT, || async {
+        let inc = policy::incidents(&e.client, &e.ns).await.pop()?;
+        (inc.status?.phase == Some(IncidentPhase::Resolved)).then_some(())
+    })
+    .await;
+    e.faults.ecs_service(json!({"cluster": e.cluster, "service": "web", "runningCount": 0})).await;
+    eventually("the relapse's plan held by Cooldown", WAIT, || async {
+        let ps = plans::all(&e.client, &e.ns).await;
+        ps.iter().any(|p| plans::held(p).as_deref() == Some("Cooldown")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(e.restarts().await.len(), 1, "no second restart within the cooldown");
+}
