@@ -2,7 +2,10 @@
 //! Kubernetes resources, acting at most once per step.
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod api;
 pub mod aws;
 pub mod controller;
 pub mod core;
+pub mod metrics;
+pub mod server;

@@ -1,13 +1,21 @@
 //! The `recovery-controller` binary.
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use kube::api::{Api, ListParams};
+use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 
-use aws_recovery_controller::api::{crd_file_name, crds, crds_yaml};
+use aws_recovery_controller::api::{Incident, RecoveryPlan, RecoveryPolicy, crd_file_name, crds, crds_yaml};
 use aws_recovery_controller::aws::ClientCache;
-use aws_recovery_controller::controller::{self, Context};
+use aws_recovery_controller::controller::{self, Context, Scope, shutdown_signal};
+use aws_recovery_controller::metrics::Metrics;
+use aws_recovery_controller::server::{self, Health};
 
 /// A Kubernetes controller that keeps AWS workloads alive.
 #[derive(Parser)]
@@ -31,10 +39,14 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "RECOVERY_NAMESPACE")]
-    namespace: Option<String>,
-    /// Policies reconciled at once.
+    /// Watch only these namespaces (repeat the flag, or comma-separate); default all.
+    #[arg(long = "namespace", env = "RECOVERY_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Reconcile only policies matching this label selector (e.g. `shard=a`) — and their
+    /// incidents and plans, which carry the policy's labels.
+    #[arg(long, env = "RECOVERY_POLICY_SELECTOR")]
+    policy_selector: Option<String>,
+    /// Objects of one kind reconciled at once.
     #[arg(long, env = "RECOVERY_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
     /// AWS calls in flight across the process.
@@ -43,7 +55,22 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "RECOVERY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Name of this instance in Events (the pod name in a cluster).
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "RECOVERY_METRICS_ADDR", default_value = "127.0.0.1:8080")]
+    metrics_addr: SocketAddr,
+    /// Only the holder of a coordination.k8s.io Lease reconciles.
+    #[arg(long, env = "RECOVERY_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "RECOVERY_LEASE_NAME", default_value = "aws-recovery-controller")]
+    lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "RECOVERY_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Seconds a Lease is held without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    /// Name of this instance in Events and the Lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
 }
@@ -53,6 +80,9 @@ enum LogFormat {
     Text,
     Json,
 }
+
+/// After a stop signal, in-flight reconciles get this long to finish their status write.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -77,10 +107,101 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let health = Health { metrics: metrics.clone(), ready: ready.clone() };
+    let addr = args.metrics_addr;
+    tokio::spawn(async move {
+        if let Err(e) = server::serve(addr, health).await {
+            tracing::error!(error = %e, %addr, "metrics server failed");
+        }
+    });
+
     let client = kube::Client::try_default().await?;
-    let aws = ClientCache::from_env(args.aws_in_flight).await;
-    let ctx = Context::new(client, aws, args.instance);
-    tracing::info!(namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting");
-    controller::run(ctx, args.namespace, args.concurrency).await;
+    let aws = ClientCache::from_env(args.aws_in_flight, metrics.clone()).await;
+    let identity = args.instance.clone().unwrap_or_else(|| format!("recovery-controller-{}", std::process::id()));
+    let ctx = Context::new(client.clone(), aws, Some(identity.clone()), metrics.clone());
+    let scope = Scope {
+        namespaces: args.namespaces.clone(),
+        selector: args.policy_selector.clone(),
+        concurrency: args.concurrency,
+    };
+    tracing::info!(namespaces = ?scope.namespaces, selector = ?scope.selector, leader_election = args.leader_election, "starting");
+
+    wait_until_ready(&client, &scope).await;
+    ready.store(true, Ordering::Relaxed);
+
+    let work = async {
+        if !args.leader_election {
+            controller::run(ctx, scope).await;
+            return Ok::<_, Box<dyn std::error::Error>>(());
+        }
+        let namespace = args.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+        let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+            .with_namespace(&namespace)
+            .with_parameters(LeaseParams::new(&identity, args.lease_duration, (args.lease_duration / 3).max(1)))
+            .build()
+            .await?;
+        let (mut leader, _task) = manager.watch().await;
+        loop {
+            while !*leader.borrow_and_update() {
+                tracing::info!(lease = %args.lease_name, %namespace, "standing by: another replica holds the lease");
+                metrics.leader.set(0);
+                leader.changed().await?;
+            }
+            tracing::info!(lease = %args.lease_name, "acquired the lease: reconciling");
+            metrics.leader.set(1);
+            let lost = async {
+                while *leader.borrow_and_update() {
+                    if leader.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = controller::run(ctx.clone(), scope.clone()) => return Ok(()),
+                _ = lost => tracing::warn!("lost the lease: stopping every controller"),
+            }
+        }
+    };
+    let forced = async {
+        shutdown_signal().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = work => result?,
+        _ = forced => tracing::warn!("in-flight work did not finish within {SHUTDOWN_GRACE:?}; exiting"),
+    }
     Ok(())
+}
+
+/// Ready means the API server answers for all three kinds in scope: the CRDs are installed
+/// and RBAC lets the controller list them. Retried until it holds.
+async fn wait_until_ready(client: &kube::Client, scope: &Scope) {
+    let one = ListParams::default().limit(1);
+    loop {
+        let ns = scope.namespaces.first();
+        let check = async {
+            match ns {
+                Some(ns) => {
+                    Api::<RecoveryPolicy>::namespaced(client.clone(), ns).list(&one).await?;
+                    Api::<Incident>::namespaced(client.clone(), ns).list(&one).await?;
+                    Api::<RecoveryPlan>::namespaced(client.clone(), ns).list(&one).await?;
+                }
+                None => {
+                    Api::<RecoveryPolicy>::all(client.clone()).list(&one).await?;
+                    Api::<Incident>::all(client.clone()).list(&one).await?;
+                    Api::<RecoveryPlan>::all(client.clone()).list(&one).await?;
+                }
+            }
+            Ok::<_, kube::Error>(())
+        };
+        match check.await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "not ready: cannot list the recovery.dev kinds yet");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
 }

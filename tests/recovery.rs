@@ -90,6 +90,8 @@ async fn ecs_restart_then_verify_only_after_healing() {
     let st = now.status.clone().unwrap();
     assert_eq!(plans::phase(&now), Some(PlanPhase::Executing));
     assert_eq!(st.steps[0].phase, StepPhase::Completed);
+    // Read the log again: an entry is logged when the call starts and its result when it ends.
+    let restarts = e.restarts().await;
     assert_eq!(
         st.steps[0].evidence.get("deploymentId").map(String::as_str),
         restarts[0]["result"]["deploymentId"].as_str()

@@ -439,6 +439,9 @@ pub struct TargetState {
     /// Healthy probes in a row.
     #[serde(default)]
     pub consecutive_successes: u32,
+    /// The first probe of the current unhealthy streak (for detection latency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_since: Option<Time>,
     /// Incidents opened for this target so far. The next incident's name carries this number,
     /// so a crash between creating an incident and recording it here re-creates the same name
     /// (and finds it) instead of opening a second one.

@@ -76,14 +76,10 @@ pub async fn verify(clients: &Clients, step: &Started) -> VerifyOutcome {
 
 async fn describe_service(clients: &Clients, cluster: &str, service: &str) -> Result<Service, AwsFault> {
     let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
-    let out = clients
-        .ecs
-        .describe_services()
-        .cluster(cluster)
-        .services(service)
-        .send()
-        .await
-        .map_err(|e| AwsFault::from_sdk("ecs:DescribeServices", &e))?;
+    let out = clients.observe(
+        "ecs:DescribeServices",
+        clients.ecs.describe_services().cluster(cluster).services(service).send().await,
+    )?;
     out.services().first().cloned().ok_or_else(|| AwsFault {
         operation: "ecs:DescribeServices",
         code: "ServiceNotFound".into(),
@@ -130,14 +126,11 @@ async fn restart_service(
     let out = {
         let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
         clients
-            .ecs
-            .update_service()
-            .cluster(cluster)
-            .service(service)
-            .force_new_deployment(true)
-            .send()
-            .await
-            .map_err(|e| failed(AwsFault::from_sdk("ecs:UpdateService", &e)))?
+            .observe(
+                "ecs:UpdateService",
+                clients.ecs.update_service().cluster(cluster).service(service).force_new_deployment(true).send().await,
+            )
+            .map_err(failed)?
     };
     let primary = out.service().and_then(|s| s.deployments().iter().find(|d| d.status() == Some("PRIMARY")));
     let id = primary.and_then(|d| d.id()).unwrap_or_default().to_owned();
@@ -202,13 +195,10 @@ const RDS_TRANSIENT: &[&str] = &[
 
 async fn describe_instance(clients: &Clients, id: &str) -> Result<aws_sdk_rds::types::DbInstance, AwsFault> {
     let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
-    let out = clients
-        .rds
-        .describe_db_instances()
-        .db_instance_identifier(id)
-        .send()
-        .await
-        .map_err(|e| AwsFault::from_sdk("rds:DescribeDBInstances", &e))?;
+    let out = clients.observe(
+        "rds:DescribeDBInstances",
+        clients.rds.describe_db_instances().db_instance_identifier(id).send().await,
+    )?;
     out.db_instances().first().cloned().ok_or_else(|| AwsFault {
         operation: "rds:DescribeDBInstances",
         code: "DBInstanceNotFound".into(),
@@ -226,15 +216,13 @@ async fn reboot_database(
     // Check first: RDS records a reboot (and a failover) as events of the instance.
     let events = {
         let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
-        clients
+        let call = clients
             .rds
             .describe_events()
             .source_identifier(id)
             .source_type(SourceType::DbInstance)
-            .start_time(DateTime::from_secs(since.as_second()))
-            .send()
-            .await
-            .map_err(|e| failed(AwsFault::from_sdk("rds:DescribeEvents", &e)))?
+            .start_time(DateTime::from_secs(since.as_second()));
+        clients.observe("rds:DescribeEvents", call.send().await).map_err(failed)?
     };
     let done = events.events().iter().find(|e| {
         let after = e.date().and_then(ts).is_some_and(|t| t >= since);
@@ -274,13 +262,11 @@ async fn reboot_database(
     let out = {
         let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
         clients
-            .rds
-            .reboot_db_instance()
-            .db_instance_identifier(id)
-            .force_failover(force)
-            .send()
-            .await
-            .map_err(|e| failed(AwsFault::from_sdk("rds:RebootDBInstance", &e)))?
+            .observe(
+                "rds:RebootDBInstance",
+                clients.rds.reboot_db_instance().db_instance_identifier(id).force_failover(force).send().await,
+            )
+            .map_err(failed)?
     };
     Ok(ActionOutcome::Done {
         message: format!("RebootDBInstance accepted (was {status}); {why}"),
@@ -328,16 +314,18 @@ async fn record_aliases_target(clients: &Clients, p: &StepParameters) -> Result<
     })?;
     clients.limits.route53.until_ready().await;
     let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
-    let out = clients
-        .route53
-        .list_resource_record_sets()
-        .hosted_zone_id(zone)
-        .start_record_name(name)
-        .start_record_type(rr_type(p))
-        .max_items(1)
-        .send()
-        .await
-        .map_err(|e| AwsFault::from_sdk("route53:ListResourceRecordSets", &e))?;
+    let out = clients.observe(
+        "route53:ListResourceRecordSets",
+        clients
+            .route53
+            .list_resource_record_sets()
+            .hosted_zone_id(zone)
+            .start_record_name(name)
+            .start_record_type(rr_type(p))
+            .max_items(1)
+            .send()
+            .await,
+    )?;
     Ok(out.resource_record_sets().iter().any(|r| {
         fqdn(r.name()) == fqdn(name)
             && *r.r#type() == rr_type(p)
@@ -389,13 +377,11 @@ async fn update_dns(clients: &Clients, p: &StepParameters) -> Result<ActionOutco
     let out = {
         let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
         clients
-            .route53
-            .change_resource_record_sets()
-            .hosted_zone_id(zone)
-            .change_batch(batch)
-            .send()
-            .await
-            .map_err(|e| failed(AwsFault::from_sdk("route53:ChangeResourceRecordSets", &e)))?
+            .observe(
+                "route53:ChangeResourceRecordSets",
+                clients.route53.change_resource_record_sets().hosted_zone_id(zone).change_batch(batch).send().await,
+            )
+            .map_err(failed)?
     };
     let change_id = out.change_info().map(|c| c.id().to_owned()).unwrap_or_default();
     Ok(ActionOutcome::Done {
@@ -421,12 +407,8 @@ async fn verify_dns(
         let out = {
             let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
             clients
-                .route53
-                .get_change()
-                .id(change_id)
-                .send()
-                .await
-                .map_err(|e| AwsFault::from_sdk("route53:GetChange", &e).to_string())?
+                .observe("route53:GetChange", clients.route53.get_change().id(change_id).send().await)
+                .map_err(|f| f.to_string())?
         };
         let status = out.change_info().map(|c| c.status().as_str().to_owned()).unwrap_or_default();
         if status != "INSYNC" {

@@ -7,8 +7,13 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ecs::config::http::HttpResponse;
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
+
+use super::AwsFault;
+use crate::metrics::Metrics;
 
 /// Route 53's account-wide limit.
 const ROUTE53_PER_SECOND: u32 = 5;
@@ -24,6 +29,24 @@ pub struct Clients {
     pub route53: aws_sdk_route53::Client,
     /// Process-wide limits shared by every client.
     pub limits: Arc<Limits>,
+    /// Where calls are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Clients {
+    /// Turns an SDK result into ours and counts the call by operation and outcome.
+    pub fn observe<T, E>(
+        &self,
+        operation: &'static str,
+        result: Result<T, SdkError<E, HttpResponse>>,
+    ) -> Result<T, AwsFault>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let result = result.map_err(|e| AwsFault::from_sdk(operation, &e));
+        self.metrics.aws_call(operation, result.as_ref().err());
+        result
+    }
 }
 
 /// Process-wide limits on AWS calls.
@@ -39,13 +62,14 @@ pub struct Limits {
 pub struct ClientCache {
     base: SdkConfig,
     limits: Arc<Limits>,
+    metrics: Arc<Metrics>,
     clients: Mutex<HashMap<(String, Option<String>), Clients>>,
 }
 
 impl ClientCache {
     /// Loads the standard provider chain (environment, web identity / IRSA, profile) once.
     /// `AWS_ENDPOINT_URL` is honoured by the SDK, which is how tests reach moto.
-    pub async fn from_env(max_in_flight: usize) -> Self {
+    pub async fn from_env(max_in_flight: usize, metrics: Arc<Metrics>) -> Self {
         let base = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::standard().with_max_attempts(4).with_max_backoff(Duration::from_secs(5)))
             .timeout_config(
@@ -57,18 +81,18 @@ impl ClientCache {
             )
             .load()
             .await;
-        Self::new(base, max_in_flight)
+        Self::new(base, max_in_flight, metrics)
     }
 
     /// From a ready config (tests).
-    pub fn new(base: SdkConfig, max_in_flight: usize) -> Self {
+    pub fn new(base: SdkConfig, max_in_flight: usize, metrics: Arc<Metrics>) -> Self {
         let limits = Arc::new(Limits {
             in_flight: Semaphore::new(max_in_flight.max(1)),
             route53: RateLimiter::direct(Quota::per_second(
                 std::num::NonZeroU32::new(ROUTE53_PER_SECOND).expect("non-zero"),
             )),
         });
-        Self { base, limits, clients: Mutex::new(HashMap::new()) }
+        Self { base, limits, metrics, clients: Mutex::new(HashMap::new()) }
     }
 
     /// The clients for a region and optional role. With a role, credentials come from STS
@@ -95,6 +119,7 @@ impl ClientCache {
             rds: aws_sdk_rds::Client::new(&config),
             route53: aws_sdk_route53::Client::new(&config),
             limits: self.limits.clone(),
+            metrics: self.metrics.clone(),
         };
         self.clients.lock().expect("not poisoned").entry(key).or_insert(clients).clone()
     }

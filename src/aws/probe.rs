@@ -70,12 +70,12 @@ pub async fn probe_ecs(clients: &Clients, cluster: &str, services: &[String]) ->
     let mut report = ProbeReport::default();
     let result = {
         let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
-        clients.ecs.describe_services().cluster(cluster).set_services(Some(services.to_vec())).send().await
+        let call = clients.ecs.describe_services().cluster(cluster).set_services(Some(services.to_vec()));
+        clients.observe("ecs:DescribeServices", call.send().await)
     };
     let out = match result {
         Ok(out) => out,
-        Err(e) => {
-            let fault = AwsFault::from_sdk("ecs:DescribeServices", &e);
+        Err(fault) => {
             for s in services {
                 report.probes.insert(key(s), Probe::Unknown(fault.to_string()));
             }
@@ -134,12 +134,12 @@ pub async fn probe_rds(clients: &Clients, identifiers: Vec<&str>) -> ProbeReport
     loop {
         let result = {
             let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
-            clients.rds.describe_db_instances().filters(filter.clone()).set_marker(marker.clone()).send().await
+            let call = clients.rds.describe_db_instances().filters(filter.clone()).set_marker(marker.clone());
+            clients.observe("rds:DescribeDBInstances", call.send().await)
         };
         let out = match result {
             Ok(out) => out,
-            Err(e) => {
-                let fault = AwsFault::from_sdk("rds:DescribeDBInstances", &e);
+            Err(fault) => {
                 for id in &identifiers {
                     report.probes.entry(key(id)).or_insert_with(|| Probe::Unknown(fault.to_string()));
                 }
@@ -185,7 +185,10 @@ pub async fn probe_health_check(clients: &Clients, id: &str) -> ProbeReport {
     clients.limits.route53.until_ready().await;
     let result = {
         let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
-        clients.route53.get_health_check_status().health_check_id(id).send().await
+        clients.observe(
+            "route53:GetHealthCheckStatus",
+            clients.route53.get_health_check_status().health_check_id(id).send().await,
+        )
     };
     match result {
         Ok(out) => {
@@ -209,8 +212,7 @@ pub async fn probe_health_check(clients: &Clients, id: &str) -> ProbeReport {
             };
             report.probes.insert(key, probe);
         }
-        Err(e) => {
-            let fault = AwsFault::from_sdk("route53:GetHealthCheckStatus", &e);
+        Err(fault) => {
             if fault.code == "NoSuchHealthCheck" {
                 report.missing.push(key.clone());
             }

@@ -6,7 +6,6 @@
 //!
 //! Network: reads the policy and plan, creates the plan, writes the incident.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
@@ -152,10 +151,12 @@ async fn create_plan(
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             namespace: incident.namespace(),
-            labels: Some(BTreeMap::from([
-                (POLICY_LABEL.to_owned(), incident.spec.policy.clone()),
-                (TARGET_LABEL.to_owned(), target_label(&incident.spec.target)),
-            ])),
+            labels: Some({
+                let mut labels = incident.labels().clone();
+                labels.insert(POLICY_LABEL.to_owned(), incident.spec.policy.clone());
+                labels.insert(TARGET_LABEL.to_owned(), target_label(&incident.spec.target));
+                labels
+            }),
             owner_references: incident.controller_owner_ref(&()).map(|o| vec![o]),
             ..ObjectMeta::default()
         },

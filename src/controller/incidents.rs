@@ -2,7 +2,6 @@
 //! resolve. Each is idempotent, so a crash between any two of them is repaired by the next
 //! probe cycle.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -45,7 +44,13 @@ pub async fn open(
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             namespace: policy.namespace(),
-            labels: Some(BTreeMap::from([(POLICY_LABEL.to_owned(), policy.name_any())])),
+            // The policy's labels are copied so a `--policy-selector` shard also selects the
+            // incidents and plans of its policies.
+            labels: Some({
+                let mut labels = policy.labels().clone();
+                labels.insert(POLICY_LABEL.to_owned(), policy.name_any());
+                labels
+            }),
             owner_references: policy.controller_owner_ref(&()).map(|o| vec![o]),
             ..ObjectMeta::default()
         },

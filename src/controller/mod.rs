@@ -23,6 +23,7 @@ use crate::api::RecoveryPolicy;
 use crate::api::incident::Incident;
 use crate::api::plan::RecoveryPlan;
 use crate::aws::ClientCache;
+use crate::metrics::Metrics;
 
 /// Name under which the controller writes and reports.
 pub const MANAGER: &str = "aws-recovery-controller";
@@ -46,11 +47,13 @@ pub struct Context {
     locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Test-only: abort the process at this named point (`RECOVERY_FAILPOINT`).
     failpoint: Option<String>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
     /// A context for the given clients.
-    pub fn new(client: Client, aws: ClientCache, instance: Option<String>) -> Arc<Self> {
+    pub fn new(client: Client, aws: ClientCache, instance: Option<String>, metrics: Arc<Metrics>) -> Arc<Self> {
         let reporter = Reporter { controller: MANAGER.into(), instance };
         Arc::new(Self {
             recorder: Recorder::new(client.clone(), reporter),
@@ -58,6 +61,7 @@ impl Context {
             aws,
             locks: Default::default(),
             failpoint: std::env::var("RECOVERY_FAILPOINT").ok().filter(|f| !f.is_empty()),
+            metrics,
         })
     }
 
@@ -153,8 +157,27 @@ fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
-/// Runs the three controllers until SIGTERM or Ctrl-C.
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>, concurrency: u16) {
+/// What the controllers watch.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    /// Label selector on policies (sharding). Incidents and plans carry their policy's
+    /// labels, so the same selector picks them.
+    pub selector: Option<String>,
+    /// Objects of one kind reconciled at once.
+    pub concurrency: u16,
+}
+
+/// Runs the three controllers for every namespace in scope until the process is asked to
+/// stop (SIGTERM or Ctrl-C), finishing in-flight reconciles first.
+pub async fn run(ctx: Arc<Context>, scope: Scope) {
+    let namespaces: Vec<Option<String>> =
+        if scope.namespaces.is_empty() { vec![None] } else { scope.namespaces.iter().cloned().map(Some).collect() };
+    futures::future::join_all(namespaces.into_iter().map(|ns| run_in(ctx.clone(), ns, scope.clone()))).await;
+}
+
+async fn run_in(ctx: Arc<Context>, namespace: Option<String>, scope: Scope) {
     fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -168,24 +191,41 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, concurrency: u16)
         }
     }
     let client = &ctx.client;
-    let cfg = kube::runtime::controller::Config::default().concurrency(concurrency);
-    let policies = Controller::new(api::<RecoveryPolicy>(client, &namespace), watcher::Config::default())
+    let cfg = kube::runtime::controller::Config::default().concurrency(scope.concurrency);
+    let watch = match &scope.selector {
+        Some(sel) => watcher::Config::default().labels(sel),
+        None => watcher::Config::default(),
+    };
+    let policies = Controller::new(api::<RecoveryPolicy>(client, &namespace), watch.clone())
         .with_config(cfg.clone())
         .graceful_shutdown_on(shutdown_signal())
-        .run(policy::reconcile, error_policy, ctx.clone())
+        .run(|o, c| measured("policy", c.clone(), policy::reconcile(o, c)), error_policy, ctx.clone())
         .for_each(|r| log_result("policy", r));
-    let incidents = Controller::new(api::<Incident>(client, &namespace), watcher::Config::default())
-        .owns(api::<RecoveryPlan>(client, &namespace), watcher::Config::default())
+    let incidents = Controller::new(api::<Incident>(client, &namespace), watch.clone())
+        .owns(api::<RecoveryPlan>(client, &namespace), watch.clone())
         .with_config(cfg.clone())
         .graceful_shutdown_on(shutdown_signal())
-        .run(incident::reconcile, error_policy, ctx.clone())
+        .run(|o, c| measured("incident", c.clone(), incident::reconcile(o, c)), error_policy, ctx.clone())
         .for_each(|r| log_result("incident", r));
-    let plans = Controller::new(api::<RecoveryPlan>(client, &namespace), watcher::Config::default())
+    let plans = Controller::new(api::<RecoveryPlan>(client, &namespace), watch)
         .with_config(cfg)
         .graceful_shutdown_on(shutdown_signal())
-        .run(plan::reconcile, error_policy, ctx.clone())
+        .run(|o, c| measured("plan", c.clone(), plan::reconcile(o, c)), error_policy, ctx.clone())
         .for_each(|r| log_result("plan", r));
     futures::join!(policies, incidents, plans);
+}
+
+/// Times a reconcile and counts it by result (a Drop-free wrapper: the future is awaited here).
+async fn measured(
+    controller: &'static str,
+    ctx: Arc<Context>,
+    reconcile: impl std::future::Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile.await;
+    let label = result.as_ref().map_or_else(Error::category, |_| "ok");
+    ctx.metrics.reconciled(controller, label, started.elapsed());
+    result
 }
 
 async fn log_result<T, E: std::fmt::Display>(kind: &'static str, res: Result<T, E>) {

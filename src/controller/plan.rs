@@ -22,7 +22,9 @@ use crate::api::plan::{APPROVED_BY_ANNOTATION, PlanPhase, RecoveryPlan, StepActi
 use crate::api::policy::RemediationMode;
 use crate::aws::act::{self, ActContext};
 use crate::core::rails::{RailInputs, may_act};
-use crate::core::steps::{Gate, Inputs, Next, Settings, Transition, Update, decide, record_action, record_verify};
+use crate::core::steps::{
+    ActionOutcome, Gate, Inputs, Next, Settings, Transition, Update, decide, record_action, record_verify,
+};
 
 use super::{Context, Error, POLICY_LABEL, TARGET_LABEL, now, replace_status};
 
@@ -72,6 +74,12 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
                 info!(step = started.order(), action = ?started.action(), attempt = started.attempt(), "acting");
                 let outcome = act::act(&clients, &started, &act_ctx).await;
                 ctx.failpoint("after-aws-call");
+                if matches!(outcome, ActionOutcome::Done { .. }) && started.order() == 1 {
+                    let detected = incident.as_ref().and_then(|i| i.status.as_ref()?.detected_at.as_ref().map(|t| t.0));
+                    if let Some(d) = detected {
+                        ctx.metrics.action_seconds.observe(crate::core::time::since(now(), d).as_secs_f64());
+                    }
+                }
                 let update = record_action(&inputs, started, outcome);
                 ctx.failpoint("before-completed");
                 update
@@ -112,6 +120,7 @@ async fn persist(
         plan = replace_status(api, &plan).await?;
     }
     for t in &update.transitions {
+        record(ctx, &plan, t);
         let type_ = if t.is_warning() { EventType::Warning } else { EventType::Normal };
         if t.is_warning() {
             warn!(reason = t.reason(), "{}", t.message());
@@ -121,6 +130,27 @@ async fn persist(
         ctx.event(&plan, type_, t.reason(), "Remediate", t.message()).await;
     }
     Ok(plan)
+}
+
+/// Metrics of a transition: plans by outcome, step durations.
+fn record(ctx: &Context, plan: &RecoveryPlan, t: &Transition) {
+    use crate::metrics::{ActionLabel, OutcomeLabel};
+    match t {
+        Transition::Completed => {
+            ctx.metrics.plans.get_or_create(&OutcomeLabel { outcome: "completed" }).inc();
+        }
+        Transition::Failed { .. } => {
+            ctx.metrics.plans.get_or_create(&OutcomeLabel { outcome: "failed" }).inc();
+        }
+        Transition::StepCompleted { order, action, .. } | Transition::StepFailed { order, action, .. } => {
+            let st = plan.status.as_ref().and_then(|s| s.steps.iter().find(|s| s.order == *order));
+            if let Some((start, end)) = st.and_then(|s| Some((s.started_at.as_ref()?.0, s.completed_at.as_ref()?.0))) {
+                let seconds = crate::core::time::since(end, start).as_secs_f64();
+                ctx.metrics.step_seconds.get_or_create(&ActionLabel { action: format!("{action:?}") }).observe(seconds);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn settings(policy: Option<&RecoveryPolicy>) -> Settings {

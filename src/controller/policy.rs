@@ -23,6 +23,7 @@ use crate::aws::probe::{ProbeReport, probe_policy};
 use crate::core::detection::{Decision, detect};
 use crate::core::rails::{Held, RailInputs, may_act};
 use crate::core::time::{add, since};
+use crate::metrics::IncidentLabels;
 
 use super::{Context, Error, MANAGER, incidents, now};
 
@@ -57,8 +58,19 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
 
     let clients = ctx.aws.get(&policy.spec.aws.region, policy.spec.aws.role_arn.as_deref()).await;
     let report = probe_policy(&clients, &policy.spec).await;
-    let cycle = detect(&policy.name_any(), &policy.spec, &status.target_states, &report.probes);
+    let cycle = detect(&policy.name_any(), &policy.spec, &status.target_states, &report.probes, now);
+    let opened_since: Vec<Timestamp> = cycle
+        .decisions
+        .iter()
+        .filter(|(_, d)| matches!(d, Decision::Open { .. }))
+        .filter_map(|(t, _)| t.as_ref())
+        .filter_map(|t| cycle.states.iter().find(|s| s.target == t.key)?.unhealthy_since.as_ref().map(|s| s.0))
+        .collect();
     let states = apply_decisions(&policy, &ctx, cycle.decisions, cycle.states, now).await?;
+    for since in opened_since {
+        ctx.metrics.detection_seconds.observe(crate::core::time::since(crate::controller::now(), since).as_secs_f64());
+    }
+    record_open_incidents(&ctx, &policy, &states);
 
     let mut next = RecoveryPolicyStatus {
         observed_generation: policy.metadata.generation,
@@ -121,6 +133,20 @@ async fn apply_decisions(
         }
     }
     Ok(states)
+}
+
+/// Publishes the policy's open incidents by type and severity.
+fn record_open_incidents(ctx: &Context, policy: &RecoveryPolicy, states: &[TargetState]) {
+    let targets = crate::core::targets::targets(&policy.spec);
+    let mut counts = std::collections::HashMap::new();
+    for s in states.iter().filter(|s| s.open_incident.is_some()) {
+        if let Some(t) = targets.iter().find(|t| t.key == s.target) {
+            let labels = IncidentLabels { r#type: t.incident_type().as_str(), severity: t.severity.as_str() };
+            *counts.entry(labels).or_insert(0) += 1;
+        }
+    }
+    let key = format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any());
+    ctx.metrics.set_open_incidents(&key, counts);
 }
 
 async fn resolve(

@@ -7,6 +7,9 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
 use crate::api::incident::IncidentMetrics;
 use crate::api::policy::{DetectionSpec, RecoveryPolicySpec, TargetCounts, TargetState};
 
@@ -93,6 +96,7 @@ pub fn detect(
     spec: &RecoveryPolicySpec,
     previous: &[TargetState],
     probes: &BTreeMap<String, Probe>,
+    now: Timestamp,
 ) -> Cycle {
     let prev: BTreeMap<&str, &TargetState> = previous.iter().map(|s| (s.target.as_str(), s)).collect();
     let all = targets(spec);
@@ -109,7 +113,12 @@ pub fn detect(
             Probe::Unhealthy(_) => counts.unhealthy += 1,
             Probe::Unknown(_) => counts.unknown += 1,
         }
-        let (after, decision) = step(&spec.detection, policy_name, before, probe);
+        let (mut after, decision) = step(&spec.detection, policy_name, before, probe);
+        match after.consecutive_failures {
+            0 => after.unhealthy_since = None,
+            1 if before.consecutive_failures == 0 => after.unhealthy_since = Some(Time(now)),
+            _ => {}
+        }
         states.push(after);
         if decision != Decision::Nothing {
             decisions.push((Some(target), decision));
@@ -238,9 +247,12 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let cycle = detect("pol", &spec, &previous, &probes);
+        let cycle = detect("pol", &spec, &previous, &probes, crate::core::testing::at(60));
         assert_eq!(cycle.counts, TargetCounts { total: 4, healthy: 1, unhealthy: 1, unknown: 2 });
         assert_eq!(cycle.states.len(), 4);
+        // A streak that started before this cycle keeps its start; a new one starts now.
+        assert_eq!(cycle.states[0].unhealthy_since, None, "the previous state had no start recorded");
+        assert_eq!(cycle.states[1].unhealthy_since, None, "healthy");
         assert_eq!(cycle.decisions.len(), 2, "{:?}", cycle.decisions);
         assert!(matches!(&cycle.decisions[0], (Some(t), Decision::Open { .. }) if t.key == "ecs/prod/checkout"));
         assert_eq!(cycle.decisions[1], (None, Decision::Abandon { incident: "inc-gone".into() }));

@@ -7,6 +7,8 @@ pub struct ControllerProcess {
     child: Child,
     /// Where its log goes.
     pub log: std::path::PathBuf,
+    /// Port of /metrics, /healthz and /readyz on 127.0.0.1.
+    pub metrics_port: u16,
 }
 
 impl ControllerProcess {
@@ -17,11 +19,21 @@ impl ControllerProcess {
 
     /// Starts it with extra environment (e.g. `RECOVERY_FAILPOINT`).
     pub fn start_with(namespace: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_args(&["--namespace", namespace], env)
+    }
+
+    /// Starts it with the given `run` flags (a free metrics port is added).
+    pub fn start_args(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let namespace = args.iter().skip_while(|a| **a != "--namespace").nth(1).copied().unwrap_or("all");
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let metrics_addr = format!("127.0.0.1:{metrics_port}");
         let dir = std::path::PathBuf::from(super::var("RECOVERY_TESTENV_DIR"));
         let log = dir.join(format!("controller-{namespace}-{}.log", uuid::Uuid::new_v4().simple()));
         let file = std::fs::File::create(&log).expect("controller log");
         let child = Command::new(env!("CARGO_BIN_EXE_recovery-controller"))
-            .args(["run", "--namespace", namespace])
+            .arg("run")
+            .args(args)
+            .args(["--metrics-addr", &metrics_addr])
             .env("RUST_LOG", "info,aws_recovery_controller=debug,kube=warn")
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -29,7 +41,20 @@ impl ControllerProcess {
             .envs(env.iter().copied())
             .spawn()
             .expect("start the controller");
-        Self { child, log }
+        Self { child, log, metrics_port }
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+    }
+
+    /// GET a path of its HTTP server: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let resp = reqwest::get(format!("http://127.0.0.1:{}{path}", self.metrics_port))
+            .await
+            .expect("the controller's HTTP server answers");
+        (resp.status().as_u16(), resp.text().await.unwrap_or_default())
     }
 
     /// SIGKILL, as a crash would.

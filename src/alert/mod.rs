@@ -1,0 +1,119 @@
+//! Alerts: what an incident alert says, rendered in English or Korean, and its delivery to a
+//! Slack incoming webhook or over SMTP.
+//!
+//! Rendering ([`title`], [`slack_payload`], [`email_message`]) is pure: the caller (the incident
+//! reconciler) builds an [`Alert`] from the Incident and its plan, and gets back a value to send.
+//! Sending ([`send_slack`], [`send_email`]) makes exactly one attempt and classifies a failure as
+//! retryable or not; retries with backoff belong to the controller's alert ledger
+//! (`Incident.status.alerts`), which survives restarts where an in-call retry loop would not.
+//!
+//! Webhook URLs and SMTP passwords are credentials. They never appear in an error, a log line
+//! or a `Debug` output of this module's types.
+
+mod email;
+mod render;
+mod slack;
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::incident::{AlertKind, IncidentMetrics, IncidentSpec};
+use crate::api::policy::Locale;
+
+pub use email::{SmtpSettings, SmtpTls, email_message, message_id, plain_text, send_email};
+pub use render::{incident_tag, title};
+pub use slack::{SlackWebhook, send_slack, slack_payload};
+
+/// Everything one alert says. Built by the caller from the Incident, its status and its plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
+    /// Which alert this is.
+    pub kind: AlertKind,
+    /// Namespace of the Incident (and of its plan).
+    pub namespace: String,
+    /// Name of the Incident object.
+    pub incident_name: String,
+    /// The incident as recorded: id, type, severity (already raised on a failed plan), target,
+    /// resource, description and affected components.
+    pub incident: IncidentSpec,
+    /// The latest figures AWS reported, if any.
+    pub metrics: Option<IncidentMetrics>,
+    /// Name of the RecoveryPlan, once one exists.
+    pub plan_name: Option<String>,
+    /// One line about the plan: its status message, or the failed step's message.
+    pub plan_summary: Option<String>,
+    /// When the incident was confirmed.
+    pub detected_at: Option<Timestamp>,
+    /// When the target was confirmed healthy again.
+    pub resolved_at: Option<Timestamp>,
+    /// Language of the text.
+    pub locale: Locale,
+    /// Slack channel named in the payload (`#incidents`); the webhook decides where it lands.
+    pub slack_channel: Option<String>,
+}
+
+/// A configuration or content problem: retrying cannot help until someone changes something.
+///
+/// Messages name the setting or key that is wrong, never a secret value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AlertError {
+    /// The webhook secret does not hold a usable URL. The URL itself is never shown.
+    #[error("slack webhook url is invalid: {0}")]
+    InvalidWebhook(&'static str),
+    /// A required key of the SMTP secret is absent or empty.
+    #[error("smtp secret has no key {0:?}")]
+    MissingKey(&'static str),
+    /// A key of the SMTP secret holds something unusable.
+    #[error("smtp secret key {key:?} {problem}")]
+    InvalidKey {
+        /// The key, e.g. `port`.
+        key: &'static str,
+        /// What is wrong with its value (without the value).
+        problem: &'static str,
+    },
+    /// An e-mail address (from the policy, not a secret) does not parse.
+    #[error("email {field} address {address:?} is invalid")]
+    InvalidAddress {
+        /// `from` or `to`.
+        field: &'static str,
+        /// The address as configured.
+        address: String,
+    },
+    /// The policy names no recipient.
+    #[error("email has no recipients")]
+    NoRecipients,
+    /// lettre refused to assemble the message.
+    #[error("email message could not be built: {0}")]
+    Message(String),
+}
+
+/// One failed delivery attempt.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{message}")]
+pub struct DeliveryError {
+    /// Whether a later attempt may succeed (HTTP 429/5xx, SMTP 4xx, timeouts, lost
+    /// connections). When unsure this is `true`: a few wasted attempts, bounded by the ledger,
+    /// cost less than an alert dropped after one network hiccup.
+    pub retryable: bool,
+    /// What failed, e.g. `slack webhook answered 500`. Never a URL, password or message body.
+    pub message: String,
+    /// How long the receiver asked us to wait (Slack's `Retry-After` on 429).
+    pub retry_after: Option<Duration>,
+}
+
+impl DeliveryError {
+    fn retryable(message: impl Into<String>) -> Self {
+        Self { retryable: true, message: message.into(), retry_after: None }
+    }
+
+    fn permanent(message: impl Into<String>) -> Self {
+        Self { retryable: false, message: message.into(), retry_after: None }
+    }
+}
+
+/// How long one delivery attempt may take, per channel.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod fixtures;

@@ -1,0 +1,185 @@
+//! Prometheus metrics (prometheus-client), registered once and shared by every reconcile.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels: controller and result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// `policy`, `incident` or `plan`.
+    pub controller: &'static str,
+    /// `ok` or an error category.
+    pub result: &'static str,
+}
+
+/// Labels: controller.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabel {
+    /// `policy`, `incident` or `plan`.
+    pub controller: &'static str,
+}
+
+/// Labels: AWS service, operation and outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsLabels {
+    /// `ecs`, `rds`, `route53`.
+    pub service: &'static str,
+    /// e.g. `DescribeServices`.
+    pub operation: &'static str,
+    /// `ok`, `throttled`, `error`.
+    pub outcome: &'static str,
+}
+
+/// Labels: incident type and severity.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IncidentLabels {
+    /// `service`, `database`, `network`.
+    pub r#type: &'static str,
+    /// `low` … `critical`.
+    pub severity: &'static str,
+}
+
+/// Labels: outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `completed` / `failed` (plans), `sent` / `failed` (alerts).
+    pub outcome: &'static str,
+}
+
+/// Labels: step action.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    /// e.g. `RestartService`.
+    pub action: String,
+}
+
+/// Labels: alert channel and outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    /// `slack` or `email`.
+    pub channel: &'static str,
+    /// `sent`, `failed`.
+    pub outcome: &'static str,
+}
+
+/// Every metric the controller exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciles by controller and result.
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Reconcile duration by controller.
+    pub reconcile_seconds: Family<ControllerLabel, Histogram>,
+    /// AWS calls by service, operation and outcome.
+    pub aws_calls: Family<AwsLabels, Counter>,
+    /// Open incidents by type and severity.
+    pub open_incidents: Family<IncidentLabels, Gauge>,
+    /// Plans that ended, by outcome.
+    pub plans: Family<OutcomeLabel, Counter>,
+    /// Step duration by action.
+    pub step_seconds: Family<ActionLabel, Histogram>,
+    /// First unhealthy probe → incident opened.
+    pub detection_seconds: Histogram,
+    /// Incident detected → first mutating AWS call.
+    pub action_seconds: Histogram,
+    /// Alert deliveries by channel and outcome.
+    pub alerts: Family<AlertLabels, Counter>,
+    /// Whether this replica holds the leader lease (1) or not (0).
+    pub leader: Gauge,
+    open_by_policy: Mutex<HashMap<String, HashMap<IncidentLabels, i64>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn seconds_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.01, 2.0, 16)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let reconcile_seconds =
+            Family::<ControllerLabel, Histogram>::new_with_constructor(|| Histogram::new(seconds_buckets()));
+        let step_seconds = Family::<ActionLabel, Histogram>::new_with_constructor(|| Histogram::new(seconds_buckets()));
+        let mut m = Self {
+            registry: Registry::with_prefix("recovery"),
+            reconciles: Family::default(),
+            reconcile_seconds,
+            aws_calls: Family::default(),
+            open_incidents: Family::default(),
+            plans: Family::default(),
+            step_seconds,
+            detection_seconds: Histogram::new(seconds_buckets()),
+            action_seconds: Histogram::new(seconds_buckets()),
+            alerts: Family::default(),
+            leader: Gauge::default(),
+            open_by_policy: Mutex::default(),
+        };
+        let r = &mut m.registry;
+        r.register("reconciles", "Reconciles by controller and result", m.reconciles.clone());
+        r.register("reconcile_duration_seconds", "Reconcile duration", m.reconcile_seconds.clone());
+        r.register("aws_calls", "AWS calls by service, operation and outcome", m.aws_calls.clone());
+        r.register("open_incidents", "Open incidents by type and severity", m.open_incidents.clone());
+        r.register("plans", "Plans that ended, by outcome", m.plans.clone());
+        r.register("step_duration_seconds", "Plan step duration by action", m.step_seconds.clone());
+        r.register(
+            "detection_latency_seconds",
+            "First unhealthy probe to incident opened",
+            m.detection_seconds.clone(),
+        );
+        r.register("action_latency_seconds", "Incident detected to first mutating AWS call", m.action_seconds.clone());
+        r.register("alert_deliveries", "Alert deliveries by channel and outcome", m.alerts.clone());
+        r.register("leader", "1 when this replica holds the leader lease", m.leader.clone());
+        m
+    }
+}
+
+impl Metrics {
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Records one reconcile.
+    pub fn reconciled(&self, controller: &'static str, result: &'static str, took: Duration) {
+        self.reconciles.get_or_create(&ReconcileLabels { controller, result }).inc();
+        self.reconcile_seconds.get_or_create(&ControllerLabel { controller }).observe(took.as_secs_f64());
+    }
+
+    /// Records one AWS call (`operation` as `service:Operation`).
+    pub fn aws_call(&self, operation: &'static str, fault: Option<&crate::aws::AwsFault>) {
+        let (service, op) = operation.split_once(':').unwrap_or(("aws", operation));
+        let outcome = match fault {
+            None => "ok",
+            Some(f) if f.is_throttling() => "throttled",
+            Some(_) => "error",
+        };
+        self.aws_calls.get_or_create(&AwsLabels { service, operation: op, outcome }).inc();
+    }
+
+    /// Replaces one policy's open-incident counts and recomputes the gauge.
+    pub fn set_open_incidents(&self, policy: &str, counts: HashMap<IncidentLabels, i64>) {
+        let mut all = self.open_by_policy.lock().expect("not poisoned");
+        all.insert(policy.to_owned(), counts);
+        let mut total: HashMap<IncidentLabels, i64> = HashMap::new();
+        for (labels, n) in all.values().flatten() {
+            *total.entry(labels.clone()).or_default() += n;
+        }
+        self.open_incidents.clear();
+        for (labels, n) in total {
+            self.open_incidents.get_or_create(&labels).set(n);
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Operating the controller: /metrics, /healthz, /readyz, SIGTERM, leader election.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use aws_recovery_controller::api::plan::PlanPhase;
+use serde_json::json;
+
+use support::controller::ControllerProcess;
+use support::{Faults, aws, eventually, namespace, plans, policy, unique};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn spec(cluster: &str, mode: &str) -> serde_json::Value {
+    json!({
+        "aws": {"region": "us-east-1"},
+        "probeInterval": "2s",
+        "targets": {"ecsServices": [{"cluster": cluster, "services": ["web"]}]},
+        "detection": {"failureThreshold": 1, "successThreshold": 1},
+        "remediation": {"mode": mode, "stepTimeout": "60s", "cooldown": "0s"}
+    })
+}
+
+#[tokio::test]
+async fn metrics_health_and_readiness() {
+    let client = support::client().await;
+    let ns = namespace(&client, "ops-metrics").await;
+    let cfg = aws::config().await;
+    let faults = Faults::from_env();
+    let cluster = unique("ops");
+    aws::ecs_services(&cfg, &cluster, &["web".into()], 2).await;
+    faults.ecs_service(json!({"cluster": cluster, "service": "web", "runningCount": 1})).await;
+    policy::create(&client, &ns, "shop", spec(&cluster, "Disabled")).await;
+    let ctl = ControllerProcess::start(&ns);
+    eventually("/readyz", WAIT, || async { (ctl.get("/readyz").await.0 == 200).then_some(()) }).await;
+    assert_eq!(ctl.get("/healthz").await, (200, "ok".into()));
+    eventually("an incident", WAIT, || async { policy::incidents(&client, &ns).await.pop() }).await;
+    let text = eventually("metrics of a whole cycle", WAIT, || async {
+        let (_, text) = ctl.get("/metrics").await;
+        text.contains("recovery_open_incidents{").then_some(text)
+    })
+    .await;
+    for want in [
+        r#"recovery_reconciles_total{controller="policy",result="ok"}"#,
+        r#"recovery_aws_calls_total{service="ecs",operation="DescribeServices",outcome="ok"}"#,
+        r#"recovery_open_incidents{type="service",severity="high"} 1"#,
+        "recovery_reconcile_duration_seconds_bucket",
+        "recovery_detection_latency_seconds_count 1",
+    ] {
+        assert!(text.contains(want), "/metrics lacks {want}:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly() {
+    let client = support::client().await;
+    let ns = namespace(&client, "ops-term").await;
+    let mut ctl = ControllerProcess::start(&ns);
+    eventually("/readyz", WAIT, || async { (ctl.get("/readyz").await.0 == 200).then_some(()) }).await;
+    let t = Instant::now();
+    ctl.terminate();
+    let status = ctl.exited(Duration::from_secs(30)).await;
+    assert!(status.success(), "exit status {status}:\n{}", ctl.log_text());
+    assert!(ctl.log_text().contains("shutting down"), "{}", ctl.log_text());
+    eprintln!("stopped {:?} after SIGTERM", t.elapsed());
+}
+
+/// Two replicas with leader election: one acts; killing it hands over within the lease
+/// duration, and the new leader resumes the plan without repeating the restart.
+#[tokio::test]
+async fn leader_election_hands_over_without_repeating_actions() {
+    let client = support::client().await;
+    let ns = namespace(&client, "ops-leader").await;
+    let cfg = aws::config().await;
+    let faults = Faults::from_env();
+    let cluster = unique("lead");
+    aws::ecs_services(&cfg, &cluster, &["web".into()], 2).await;
+    faults.ecs_service(json!({"cluster": cluster, "service": "web", "runningCount": 1})).await;
+    policy::create(&client, &ns, "shop", spec(&cluster, "Automatic")).await;
+    let lease = unique("lease");
+    let args = [
+        "--namespace",
+        &ns,
+        "--leader-election",
+        "--lease-name",
+        &lease,
+        "--lease-namespace",
+        &ns,
+        "--lease-duration",
+        "4",
+    ];
+    let a = ControllerProcess::start_args(&args, &[]);
+    let b = ControllerProcess::start_args(&args, &[]);
+    let leader_of = |text: &str| text.lines().any(|l| l.trim() == "recovery_leader 1");
+    let (leader, standby) = eventually("one leader", WAIT, || async {
+        let (la, lb) = (leader_of(&a.get("/metrics").await.1), leader_of(&b.get("/metrics").await.1));
+        match (la, lb) {
+            (true, false) => Some((0, 1)),
+            (false, true) => Some((1, 0)),
+            _ => None,
+        }
+    })
+    .await;
+    let mut procs = [Some(a), Some(b)];
+    let restarts = || faults.calls_for("ecs", "UpdateService", "cluster", &cluster);
+    eventually("the restart", WAIT, || async { Some(restarts().await).filter(|r| r.len() == 1) }).await;
+    plans::wait_phase(&client, &ns, PlanPhase::Executing, WAIT).await;
+
+    // Kill the leader mid-verify; the standby takes the lease.
+    let t = Instant::now();
+    procs[leader].take().unwrap().kill();
+    let standby = procs[standby].take().unwrap();
+    eventually("the standby leads", Duration::from_secs(20), || async {
+        leader_of(&standby.get("/metrics").await.1).then_some(())
+    })
+    .await;
+    let handover = t.elapsed();
+    assert!(handover <= Duration::from_secs(4 + 3), "handover took {handover:?} for a 4s lease");
+    faults.ecs_service(json!({"cluster": cluster, "service": "web", "runningCount": 2, "completeRollout": true})).await;
+    plans::wait_phase(&client, &ns, PlanPhase::Completed, WAIT).await;
+    assert_eq!(restarts().await.len(), 1, "the new leader did not repeat the restart");
+    eprintln!("leader handover in {handover:?}");
+}
