@@ -70,6 +70,9 @@ struct RunArgs {
     /// Seconds a Lease is held without renewal.
     #[arg(long, default_value_t = 15)]
     lease_duration: u64,
+    /// Admit `http` Slack webhook URLs. For tests against a loopback receiver only.
+    #[arg(long, env = "RECOVERY_ALLOW_INSECURE_ENDPOINTS")]
+    allow_insecure_endpoints: bool,
     /// Name of this instance in Events and the Lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
@@ -120,7 +123,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let client = kube::Client::try_default().await?;
     let aws = ClientCache::from_env(args.aws_in_flight, metrics.clone()).await;
     let identity = args.instance.clone().unwrap_or_else(|| format!("recovery-controller-{}", std::process::id()));
-    let ctx = Context::new(client.clone(), aws, Some(identity.clone()), metrics.clone());
+    let ctx = Context::new(client.clone(), aws, Some(identity.clone()), metrics.clone(), args.allow_insecure_endpoints);
     let scope = Scope {
         namespaces: args.namespaces.clone(),
         selector: args.policy_selector.clone(),

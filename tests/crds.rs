@@ -13,12 +13,8 @@ fn committed_crds_match_the_code() {
         let file = dir.join(crd_file_name(&crd));
         let want = serde_yaml::to_string(&crd).unwrap();
         let have = std::fs::read_to_string(&file)
-            .unwrap_or_else(|e| panic!("{}: {e}; run `cargo run -- crds --dir crds` to write it", file.display()));
-        assert!(
-            have == want,
-            "{} differs from the code; run `cargo run -- crds --dir crds` and commit the result",
-            file.display()
-        );
+            .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask crds` to write it", file.display()));
+        assert!(have == want, "{} differs from the code; run `cargo xtask crds` and commit the result", file.display());
     }
     let committed = std::fs::read_dir(&dir).unwrap().count();
     assert_eq!(committed, crds().len(), "crds/ holds a file that the code no longer generates");

@@ -260,7 +260,7 @@ async fn restarts_never_make_a_second_open_incident() {
         let ctl = ControllerProcess::start(&ns);
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         ctl.kill();
-        let open = policy::open_for(&client, &ns, &target).await;
+        let open = policy::all_for(&client, &ns, &target).await;
         assert!(open.len() <= 1, "after a kill at {delay_ms}ms: {:?}", policy::names(&open));
     }
     let _ctl = ControllerProcess::start(&ns);

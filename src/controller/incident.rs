@@ -48,7 +48,10 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     let ns = incident.namespace().unwrap_or_default();
     let incidents: Api<Incident> = Api::namespaced(ctx.client.clone(), &ns);
     let plans: Api<RecoveryPlan> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut next = (*incident).clone();
+    // Work on the object as persisted: its status is shared with detection and the alert
+    // ledger, and every write is guarded by the resourceVersion read here.
+    let Some(incident) = incidents.get_opt(&incident.name_any()).await? else { return Ok(Action::await_change()) };
+    let mut next = incident.clone();
     let status = next.status.get_or_insert_with(Default::default);
     let generation = incident.metadata.generation;
     let t = now();
@@ -84,7 +87,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         (Some(p), None) => match plan_steps(&incident.spec, status.metrics.as_ref(), &p.spec) {
             Err(e) => {
                 if allowed(status, false, "CannotPlan", e.to_string()) {
-                    ctx.event(&*incident, EventType::Warning, "CannotPlan", "Plan", e.to_string()).await;
+                    ctx.event(&incident, EventType::Warning, "CannotPlan", "Plan", e.to_string()).await;
                 }
             }
             Ok(steps) => {
@@ -98,7 +101,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
                 };
                 create_plan(&plans, &incident, &name, spec).await?;
                 info!(plan = %name, "plan created");
-                ctx.event(&*incident, EventType::Normal, "PlanCreated", "Plan", format!("created plan {name}")).await;
+                ctx.event(&incident, EventType::Normal, "PlanCreated", "Plan", format!("created plan {name}")).await;
                 status.plan = Some(name.clone());
                 status.phase = Some(IncidentPhase::Investigating);
                 allowed(status, true, "PlanCreated", format!("plan {name} was made"));
@@ -125,17 +128,18 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
                     generation,
                     t,
                 ) {
-                    ctx.event(&*incident, EventType::Warning, "RemediationFailed", "Remediate", msg).await;
+                    ctx.event(&incident, EventType::Warning, "RemediationFailed", "Remediate", msg).await;
                 }
-                escalate(&incidents, &incident, &name).await?;
+                if let Some(patched) = escalate(&incidents, &incident, &name).await? {
+                    // The patch was guarded by the same resourceVersion and touched no
+                    // status, so the status computed here is still current.
+                    next.metadata.resource_version = patched.metadata.resource_version;
+                    next.spec.severity = patched.spec.severity;
+                }
             }
         }
     }
     if next.status != incident.status {
-        // The escalation patch may have moved the resourceVersion on: take the latest.
-        if let Some(fresh) = incidents.get_opt(&incident.name_any()).await? {
-            next.metadata.resource_version = fresh.metadata.resource_version;
-        }
         replace_status(&incidents, &next).await?;
     }
     Ok(Action::await_change())
@@ -172,9 +176,9 @@ async fn create_plan(
 
 /// Raises the severity one level, once per failed plan: the annotation and the new severity
 /// are written in one patch, guarded by the resourceVersion.
-async fn escalate(api: &Api<Incident>, incident: &Incident, plan: &str) -> Result<(), Error> {
+async fn escalate(api: &Api<Incident>, incident: &Incident, plan: &str) -> Result<Option<Incident>, Error> {
     if incident.annotations().get(ESCALATED_ANNOTATION).map(String::as_str) == Some(plan) {
-        return Ok(());
+        return Ok(None);
     }
     let patch = json!({
         "metadata": {
@@ -183,6 +187,5 @@ async fn escalate(api: &Api<Incident>, incident: &Incident, plan: &str) -> Resul
         },
         "spec": { "severity": incident.spec.severity.raised() },
     });
-    api.patch(&incident.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    Ok(())
+    Ok(Some(api.patch(&incident.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?))
 }

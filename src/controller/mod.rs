@@ -1,6 +1,7 @@
 //! The imperative shell: kube-runtime controllers that read, call the pure core, write
 //! status and emit Events.
 
+pub mod alerts;
 pub mod incident;
 pub mod incidents;
 pub mod plan;
@@ -49,11 +50,21 @@ pub struct Context {
     failpoint: Option<String>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// HTTP client for Slack webhooks.
+    pub http: reqwest::Client,
+    /// Test-only: admit `http` Slack webhooks.
+    pub allow_insecure_endpoints: bool,
 }
 
 impl Context {
     /// A context for the given clients.
-    pub fn new(client: Client, aws: ClientCache, instance: Option<String>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        aws: ClientCache,
+        instance: Option<String>,
+        metrics: Arc<Metrics>,
+        allow_insecure_endpoints: bool,
+    ) -> Arc<Self> {
         let reporter = Reporter { controller: MANAGER.into(), instance };
         Arc::new(Self {
             recorder: Recorder::new(client.clone(), reporter),
@@ -62,6 +73,8 @@ impl Context {
             locks: Default::default(),
             failpoint: std::env::var("RECOVERY_FAILPOINT").ok().filter(|f| !f.is_empty()),
             metrics,
+            http: reqwest::Client::new(),
+            allow_insecure_endpoints,
         })
     }
 
@@ -107,6 +120,9 @@ pub enum Error {
     /// The object cannot be acted on until it changes.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
+    /// The reconcile took too long and was abandoned.
+    #[error("reconcile timed out")]
+    Timeout,
 }
 
 impl Error {
@@ -116,6 +132,7 @@ impl Error {
             Self::Kube(kube::Error::Api(e)) if e.code == 409 => "conflict",
             Self::Kube(_) => "kubernetes",
             Self::InvalidSpec(_) => "invalid_spec",
+            Self::Timeout => "timeout",
         }
     }
 }
@@ -126,7 +143,7 @@ pub fn error_policy<K>(_obj: Arc<K>, err: &Error, _ctx: Arc<Context>) -> Action 
     match err {
         Error::InvalidSpec(_) => Action::await_change(),
         Error::Kube(kube::Error::Api(e)) if e.code == 409 => Action::requeue(Duration::from_millis(200)),
-        Error::Kube(_) => Action::requeue(Duration::from_secs(5)),
+        Error::Kube(_) | Error::Timeout => Action::requeue(Duration::from_secs(5)),
     }
 }
 
@@ -207,13 +224,22 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, scope: Scope) {
         .graceful_shutdown_on(shutdown_signal())
         .run(|o, c| measured("incident", c.clone(), incident::reconcile(o, c)), error_policy, ctx.clone())
         .for_each(|r| log_result("incident", r));
+    let alerts = Controller::new(api::<Incident>(client, &namespace), watch.clone())
+        .owns(api::<RecoveryPlan>(client, &namespace), watch.clone())
+        .with_config(cfg.clone())
+        .graceful_shutdown_on(shutdown_signal())
+        .run(|o, c| measured("alert", c.clone(), alerts::reconcile(o, c)), error_policy, ctx.clone())
+        .for_each(|r| log_result("alert", r));
     let plans = Controller::new(api::<RecoveryPlan>(client, &namespace), watch)
         .with_config(cfg)
         .graceful_shutdown_on(shutdown_signal())
         .run(|o, c| measured("plan", c.clone(), plan::reconcile(o, c)), error_policy, ctx.clone())
         .for_each(|r| log_result("plan", r));
-    futures::join!(policies, incidents, plans);
+    futures::join!(policies, incidents, plans, alerts);
 }
+
+/// Longest a single reconcile may take before it is abandoned and retried.
+const RECONCILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Times a reconcile and counts it by result (a Drop-free wrapper: the future is awaited here).
 async fn measured(
@@ -222,7 +248,14 @@ async fn measured(
     reconcile: impl std::future::Future<Output = Result<Action, Error>>,
 ) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    let result = reconcile.await;
+    // A reconcile that hangs (a stalled connection) would never be requeued; bound it.
+    let result = match tokio::time::timeout(RECONCILE_TIMEOUT, reconcile).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(controller, "reconcile did not finish within {RECONCILE_TIMEOUT:?}; retrying");
+            Err(Error::Timeout)
+        }
+    };
     let label = result.as_ref().map_or_else(Error::category, |_| "ok");
     ctx.metrics.reconciled(controller, label, started.elapsed());
     result

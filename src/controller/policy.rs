@@ -37,6 +37,8 @@ pub mod conditions {
     pub const TARGETS_FOUND: &str = "TargetsFound";
     /// Whether the policy-wide rails (mode, storm guard) let plans act.
     pub const REMEDIATION_ALLOWED: &str = "RemediationAllowed";
+    /// Whether the Secrets named by `alerts` exist with their keys.
+    pub const ALERTS_CONFIGURED: &str = "AlertsConfigured";
 }
 
 /// Reconciles one policy.
@@ -81,6 +83,21 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
         target_states: states,
     };
     set_conditions(&mut next, &report, policy.metadata.generation, now);
+    if policy.spec.alerts.is_some() {
+        let (ok, reason, message) = match super::alerts::check_secrets(&ctx, &policy).await {
+            Ok(()) => (true, "SecretsFound", "the alert Secrets exist".to_owned()),
+            Err(m) => (false, "SecretMissing", m),
+        };
+        common::set_condition(
+            &mut next.conditions,
+            conditions::ALERTS_CONFIGURED,
+            ok,
+            reason,
+            message,
+            policy.metadata.generation,
+            now,
+        );
+    }
     if let Some(held) = set_remediation_allowed(&policy, &mut next, now) {
         ctx.event(&*policy, EventType::Warning, held.rail.reason(), "Guard", held.message).await;
     }
@@ -203,6 +220,10 @@ fn set_remediation_allowed(policy: &RecoveryPolicy, status: &mut RecoveryPolicyS
 
 fn set_conditions(status: &mut RecoveryPolicyStatus, report: &ProbeReport, generation: Option<i64>, now: Timestamp) {
     let cs = &mut status.conditions;
+    let was_reachable = common::condition(cs, conditions::AWS_REACHABLE).is_none_or(|c| c.status == common::TRUE);
+    if let (true, Some(first)) = (was_reachable, report.faults.first()) {
+        warn!(fault = %first, failed_calls = report.faults.len(), "AWS calls failing: no target is judged on them");
+    }
     let aws_ok = report.faults.is_empty();
     match report.faults.first() {
         None => common::set_condition(

@@ -3,6 +3,7 @@
 //! Nothing here performs I/O or holds a kube or AWS client: functions take values (the API
 //! types, observations, the time) and return decisions, so every rule is a table test.
 
+pub mod alerts;
 pub mod detection;
 pub mod planning;
 pub mod rails;

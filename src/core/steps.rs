@@ -47,7 +47,7 @@ impl Default for Settings {
             max_attempts: 3,
             retry_base: Duration::from_secs(10),
             retry_max: Duration::from_secs(300),
-            verify_interval: Duration::from_secs(10),
+            verify_interval: Duration::from_secs(5),
         }
     }
 }

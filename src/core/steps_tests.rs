@@ -221,11 +221,11 @@ fn verify_polls_until_timeout() {
     p.now = at(100);
     p.persist(); // verify InProgress, started at 100
     let u = p.verify(VerifyOutcome::NotYet { message: "runningCount 1 < desiredCount 3".into() });
-    assert_eq!(u.requeue, Some(Duration::from_secs(10)));
+    assert_eq!(u.requeue, Some(Duration::from_secs(5)));
     assert_eq!(p.step(2).phase, StepPhase::InProgress);
-    p.now = at(395);
+    p.now = at(397);
     let u = p.verify(VerifyOutcome::NotYet { message: "runningCount 1 < desiredCount 3".into() });
-    assert_eq!(u.requeue, Some(Duration::from_secs(5)), "never sleeps past the deadline");
+    assert_eq!(u.requeue, Some(Duration::from_secs(3)), "never sleeps past the deadline");
     p.now = at(400);
     // At the deadline decide fails it without asking AWS again.
     assert!(matches!(p.persist().last(), Some(Transition::Failed { .. })));

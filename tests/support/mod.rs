@@ -9,6 +9,7 @@ pub mod controller;
 pub mod faults;
 pub mod plans;
 pub mod policy;
+pub mod receivers;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -27,14 +27,19 @@ pub async fn incidents(client: &Client, ns: &str) -> Vec<Incident> {
     Api::<Incident>::namespaced(client.clone(), ns).list(&ListParams::default()).await.expect("list incidents").items
 }
 
-/// Incidents of one target that are not resolved.
+/// Incidents of one target that are open (their first status written, not resolved).
 pub async fn open_for(client: &Client, ns: &str, target: &str) -> Vec<Incident> {
     incidents(client, ns)
         .await
         .into_iter()
         .filter(|i| i.spec.target == target)
-        .filter(|i| i.status.as_ref().and_then(|s| s.phase) != Some(IncidentPhase::Resolved))
+        .filter(|i| i.status.as_ref().and_then(|s| s.phase).is_some_and(|p| p != IncidentPhase::Resolved))
         .collect()
+}
+
+/// Incidents of one target that exist at all, whatever their status.
+pub async fn all_for(client: &Client, ns: &str, target: &str) -> Vec<Incident> {
+    incidents(client, ns).await.into_iter().filter(|i| i.spec.target == target).collect()
 }
 
 /// A condition's (status, reason, message) on a policy.

@@ -19,9 +19,10 @@ fn main() -> ExitCode {
         Some("test") => test(&root, &args[1..]),
         Some("lint") => lint(&root),
         Some("env") => env(&root),
+        Some("crds") => crds(&root),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  test [-- <cargo test args>]  lint, start the real parts, run every test, stop the parts\n  lint                          cargo fmt --check and clippy -D warnings\n  env                           start the real parts and wait for Ctrl-C"
+                "usage: cargo xtask <task>\n\n  test [-- <cargo test args>]  lint, start the real parts, run every test, stop the parts\n  lint                          cargo fmt --check and clippy -D warnings\n  env                           start the real parts and wait for Ctrl-C\n  crds                          regenerate crds/ and the chart's copy from the Rust types"
             );
             return ExitCode::from(2);
         }
@@ -74,6 +75,20 @@ fn test(root: &Path, extra: &[String]) -> Result {
     }
     drop(env);
     result
+}
+
+/// The CRDs are generated from the API types into `crds/`; the chart ships a copy (Helm
+/// installs a chart's `crds/` first). Tests fail when either drifts.
+fn crds(root: &Path) -> Result {
+    run("generate crds/", cargo(root).args(["run", "--quiet", "--", "crds", "--dir", "crds"]))?;
+    let chart = root.join("charts/aws-recovery-controller/crds");
+    for entry in std::fs::read_dir(root.join("crds")).map_err(|e| e.to_string())? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let name = path.file_name().ok_or("a file name")?;
+        std::fs::copy(&path, chart.join(name)).map_err(|e| format!("copying {}: {e}", path.display()))?;
+    }
+    eprintln!("xtask: crds/ and {} are up to date", chart.display());
+    Ok(())
 }
 
 fn env(root: &Path) -> Result {

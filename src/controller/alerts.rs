@@ -1,0 +1,203 @@
+//! The alert reconciler: a fourth controller over Incidents (and their plans) that delivers
+//! the alerts the incident's story calls for, through the ledger in `Incident.status.alerts`
+//! (see `core::alerts`). It runs beside the recovery controllers, so a slow or failing
+//! channel never delays or fails a plan.
+//!
+//! Network: reads the policy, plan and Secrets; writes the incident's status; sends.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use tracing::{info, instrument, warn};
+
+use crate::alert::{self, Alert, SlackWebhook, SmtpSettings};
+use crate::api::RecoveryPolicy;
+use crate::api::common::set_condition;
+use crate::api::incident::{AlertChannel, AlertKind, Incident};
+use crate::api::plan::RecoveryPlan;
+use crate::api::policy::AlertsSpec;
+use crate::core::alerts::{Facts, claim, delivery_failure, due, record};
+use crate::metrics::AlertLabels;
+
+use super::{Context, Error, now, replace_status};
+
+/// Condition on an incident while an alert cannot be delivered.
+pub const ALERT_DELIVERY_FAILED: &str = "AlertDeliveryFailed";
+
+/// Reconciles the alerts of one incident.
+#[instrument(skip_all, fields(incident = %incident.name_any(), namespace = incident.namespace().unwrap_or_default()))]
+pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = incident.namespace().unwrap_or_default();
+    let Some(policy) =
+        Api::<RecoveryPolicy>::namespaced(ctx.client.clone(), &ns).get_opt(&incident.spec.policy).await?
+    else {
+        return Ok(Action::await_change());
+    };
+    let Some(spec) = policy.spec.alerts.clone() else { return Ok(Action::await_change()) };
+    let channels: Vec<AlertChannel> =
+        [(spec.slack.is_some(), AlertChannel::Slack), (spec.email.is_some(), AlertChannel::Email)]
+            .into_iter()
+            .filter_map(|(on, c)| on.then_some(c))
+            .collect();
+    let incidents: Api<Incident> = Api::namespaced(ctx.client.clone(), &ns);
+    // The ledger must be read as persisted: a stale cache could resend.
+    let Some(mut inc) = incidents.get_opt(&incident.name_any()).await? else { return Ok(Action::await_change()) };
+    let plan = match inc.status.as_ref().and_then(|s| s.plan.clone()) {
+        Some(name) => Api::<RecoveryPlan>::namespaced(ctx.client.clone(), &ns).get_opt(&name).await?,
+        None => None,
+    };
+    let plan_facts = plan.as_ref().and_then(|p| Some((p.status.as_ref()?.phase?, p.spec.dry_run)));
+    let status = inc.status.clone().unwrap_or_default();
+    let facts = Facts {
+        status: &status,
+        severity: inc.spec.severity,
+        min_severity: spec.min_severity,
+        plan: plan_facts,
+        channels: &channels,
+        now: now(),
+    };
+    let (todo, next) = due(&facts);
+    for (kind, channel) in todo {
+        // Claim, then send, then record. Both writes re-read and retry on a conflict (the
+        // recovery controllers write the same status): failing the record after a send
+        // would send again.
+        inc = with_status(&incidents, &inc.name_any(), |s| claim(s, kind, channel, now())).await?;
+        let alert = build(&inc, plan.as_ref(), &spec, kind);
+        let outcome = deliver(&ctx, &ns, &spec, &alert, channel).await;
+        let label =
+            AlertLabels { channel: channel_name(channel), outcome: if outcome.is_ok() { "sent" } else { "failed" } };
+        ctx.metrics.alerts.get_or_create(&label).inc();
+        match &outcome {
+            Ok(()) => info!(?kind, ?channel, "alert sent"),
+            Err((e, retryable)) => warn!(?kind, ?channel, retryable, error = %e, "alert not delivered"),
+        }
+        let generation = inc.metadata.generation;
+        inc = with_status(&incidents, &inc.name_any(), |s| {
+            record(s, kind, channel, outcome.clone(), now());
+            let (failing, message) = delivery_failure(s);
+            let reason = if failing { "DeliveryFailed" } else { "Delivered" };
+            set_condition(&mut s.conditions, ALERT_DELIVERY_FAILED, failing, reason, message, generation, now());
+        })
+        .await?;
+    }
+    // Look again for alerts backing off; later ones are triggered by incident/plan changes.
+    let (_, next_after) = due(&Facts { status: inc.status.as_ref().unwrap_or(&status), ..facts });
+    Ok(match next_after.or(next) {
+        Some(after) => Action::requeue(after.max(Duration::from_secs(1))),
+        None => Action::await_change(),
+    })
+}
+
+/// Applies `change` to the incident's status as read now, retrying on write conflicts.
+async fn with_status(
+    api: &Api<Incident>,
+    name: &str,
+    mut change: impl FnMut(&mut crate::api::incident::IncidentStatus),
+) -> Result<Incident, Error> {
+    let mut attempt = 0;
+    loop {
+        let mut inc = api.get(name).await?;
+        change(inc.status.get_or_insert_with(Default::default));
+        match replace_status(api, &inc).await {
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < 10 => attempt += 1,
+            other => return Ok(other?),
+        }
+    }
+}
+
+fn channel_name(c: AlertChannel) -> &'static str {
+    match c {
+        AlertChannel::Slack => "slack",
+        AlertChannel::Email => "email",
+    }
+}
+
+fn build(inc: &Incident, plan: Option<&RecoveryPlan>, spec: &AlertsSpec, kind: AlertKind) -> Alert {
+    let status = inc.status.clone().unwrap_or_default();
+    let plan_summary = plan.and_then(|p| {
+        let st = p.status.as_ref()?;
+        st.message.clone().or_else(|| st.steps.iter().rev().find_map(|s| s.message.clone()))
+    });
+    Alert {
+        kind,
+        namespace: inc.namespace().unwrap_or_default(),
+        incident_name: inc.name_any(),
+        incident: inc.spec.clone(),
+        metrics: status.metrics.clone(),
+        plan_name: status.plan.clone(),
+        plan_summary,
+        detected_at: status.detected_at.map(|t| t.0),
+        resolved_at: status.resolved_at.map(|t| t.0),
+        locale: spec.locale,
+        slack_channel: spec.slack.as_ref().and_then(|s| s.channel.clone()),
+    }
+}
+
+/// One attempt on one channel: Ok, or (error without secrets, retryable).
+async fn deliver(
+    ctx: &Context,
+    ns: &str,
+    spec: &AlertsSpec,
+    alert: &Alert,
+    channel: AlertChannel,
+) -> Result<(), (String, bool)> {
+    match channel {
+        AlertChannel::Slack => {
+            let slack = spec.slack.as_ref().ok_or(("slack is not configured".to_owned(), false))?;
+            let data = secret(ctx, ns, &slack.webhook_secret_ref.name).await?;
+            let key = &slack.webhook_secret_ref.key;
+            let url = data
+                .get(key)
+                .ok_or_else(|| (format!("secret {} has no key {key}", slack.webhook_secret_ref.name), true))?;
+            let hook = SlackWebhook::parse(&String::from_utf8_lossy(url), ctx.allow_insecure_endpoints)
+                .map_err(|e| (e.to_string(), false))?;
+            alert::send_slack(&ctx.http, &hook, &alert::slack_payload(alert))
+                .await
+                .map_err(|e| (e.message, e.retryable))
+        }
+        AlertChannel::Email => {
+            let email = spec.email.as_ref().ok_or(("email is not configured".to_owned(), false))?;
+            let data = secret(ctx, ns, &email.smtp_secret_ref.name).await?;
+            let settings = SmtpSettings::from_secret(&data)
+                .map_err(|e| (format!("secret {}: {e}", email.smtp_secret_ref.name), true))?;
+            let message = alert::email_message(alert, &email.from, &email.to).map_err(|e| (e.to_string(), false))?;
+            alert::send_email(&settings, message).await.map_err(|e| (e.message, e.retryable))
+        }
+    }
+}
+
+/// A Secret's data; a missing Secret is retryable (it may be created later).
+async fn secret(ctx: &Context, ns: &str, name: &str) -> Result<BTreeMap<String, Vec<u8>>, (String, bool)> {
+    let found = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| (format!("reading secret {name}: {e}"), true))?;
+    let secret = found.ok_or_else(|| (format!("secret {name} not found in namespace {ns}"), true))?;
+    Ok(secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+/// Whether the policy's alert Secrets exist with the keys it names: Ok, or a message naming
+/// the Secret and key (never a value). For the policy's `AlertsConfigured` condition.
+pub async fn check_secrets(ctx: &Context, policy: &RecoveryPolicy) -> Result<(), String> {
+    let Some(spec) = &policy.spec.alerts else { return Ok(()) };
+    let ns = policy.namespace().unwrap_or_default();
+    if let Some(slack) = &spec.slack {
+        let data = secret(ctx, &ns, &slack.webhook_secret_ref.name).await.map_err(|e| e.0)?;
+        if !data.contains_key(&slack.webhook_secret_ref.key) {
+            return Err(format!(
+                "secret {} has no key {}",
+                slack.webhook_secret_ref.name, slack.webhook_secret_ref.key
+            ));
+        }
+    }
+    if let Some(email) = &spec.email {
+        let data = secret(ctx, &ns, &email.smtp_secret_ref.name).await.map_err(|e| e.0)?;
+        SmtpSettings::from_secret(&data).map_err(|e| format!("secret {}: {e}", email.smtp_secret_ref.name))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! Client of the SMTP and Slack receivers' control API (see testenv/receivers/README.md).
+
+use serde_json::{Value, json};
+
+/// The receivers.
+#[derive(Clone)]
+pub struct Receivers {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Receivers {
+    /// From `RECOVERY_RECEIVERS_URL`.
+    pub fn from_env() -> Self {
+        Self { base: super::var("RECOVERY_RECEIVERS_URL"), http: reqwest::Client::new() }
+    }
+
+    async fn get(&self, path: &str) -> Vec<Value> {
+        let url = format!("{}{path}", self.base);
+        let v: Value = self.http.get(&url).send().await.expect("receivers answer").json().await.expect("json");
+        match v {
+            Value::Array(a) => a,
+            Value::Object(mut o) => o
+                .remove("messages")
+                .or_else(|| o.remove("items"))
+                .and_then(|m| m.as_array().cloned())
+                .unwrap_or_default(),
+            _ => vec![],
+        }
+    }
+
+    /// Mail received for a recipient.
+    pub async fn mail(&self, to: &str) -> Vec<Value> {
+        self.get(&format!("/mail?to={to}")).await
+    }
+
+    /// Slack payloads received on a path (and below), delivered ones only.
+    pub async fn slack(&self, path: &str) -> Vec<Value> {
+        self.get(&format!("/slack?path={path}")).await
+    }
+
+    /// Makes the Slack receiver answer `status` to the next `count` posts on a path.
+    pub async fn fail_slack(&self, path: &str, status: u16, count: u32) {
+        let body = json!({"status": status, "count": count, "path": path});
+        let resp =
+            self.http.post(format!("{}/slack/fail", self.base)).json(&body).send().await.expect("receivers answer");
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap_or_default());
+    }
+}
