@@ -239,3 +239,23 @@ async fn state_overrides_reach_the_sdk() {
     assert_eq!(first.change_info().unwrap().status().as_str(), "PENDING");
     assert_eq!(second.change_info().unwrap().status().as_str(), "INSYNC");
 }
+
+/// Every example under examples/ is accepted by the real API server.
+#[tokio::test]
+async fn the_examples_are_valid() {
+    let client = support::client().await;
+    let ns = namespace(&client, "smoke-examples").await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let out =
+            kubectl(&["apply", "--dry-run=server", "--validate=strict", "-n", &ns, "-f", path.to_str().unwrap()], None);
+        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        checked += 1;
+    }
+    assert!(checked >= 4, "examples checked: {checked}");
+}

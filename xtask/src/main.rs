@@ -5,6 +5,7 @@
 //! variables a shell needs to run `cargo test` or the controller against them.
 #![forbid(unsafe_code)]
 
+mod demo;
 mod parts;
 
 use std::path::{Path, PathBuf};
@@ -20,9 +21,10 @@ fn main() -> ExitCode {
         Some("lint") => lint(&root),
         Some("env") => env(&root),
         Some("crds") => crds(&root),
+        Some("demo") => demo::demo(&root),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  test [-- <cargo test args>]  lint, start the real parts, run every test, stop the parts\n  lint                          cargo fmt --check and clippy -D warnings\n  env                           start the real parts and wait for Ctrl-C\n  crds                          regenerate crds/ and the chart's copy from the Rust types"
+                "usage: cargo xtask <task>\n\n  test [-- <cargo test args>]  lint, start the real parts, run every test, stop the parts\n  lint                          cargo fmt --check and clippy -D warnings\n  env                           start the real parts and wait for Ctrl-C\n  demo                          the main job locally: break an ECS service, watch it recover\n  crds                          regenerate crds/ and the chart's copy from the Rust types"
             );
             return ExitCode::from(2);
         }

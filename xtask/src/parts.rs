@@ -23,6 +23,8 @@ struct Part {
 pub struct Environment {
     parts: Vec<Part>,
     vars: Vec<(String, String)>,
+    /// The venv's python (moto, boto3, the receivers).
+    pub python: PathBuf,
 }
 
 impl Environment {
@@ -37,7 +39,7 @@ impl Environment {
         let python = venv_python(root, &cache)?;
         let work = root.join("target/testenv").join(std::process::id().to_string());
         fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-        let mut env = Environment { parts: vec![], vars: vec![] };
+        let mut env = Environment { parts: vec![], vars: vec![], python: python.clone() };
         let me = std::process::id().to_string();
 
         let cp = env.spawn(
