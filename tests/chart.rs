@@ -846,3 +846,97 @@ async fn argocd_fixtures_are_valid_objects() {
     }
     assert!(failures.is_empty(), "fixtures the API server refuses:\n{}", failures.join("\n"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// the controller under the chart's RBAC
+
+/// The detection and recovery scenario with the controller authenticated as the chart's
+/// ServiceAccount (a TokenRequest token bound to the chart's Roles): no request is refused,
+/// and the account can neither read Secrets cluster-wide nor write a policy's spec.
+#[tokio::test]
+async fn the_controller_runs_as_the_charts_service_account_without_a_403() {
+    use aws_recovery_controller::api::incident::IncidentPhase;
+    use aws_recovery_controller::api::plan::PlanPhase;
+    use support::controller::ControllerProcess;
+    use support::{Faults, aws, eventually, plans, policy, unique};
+
+    let client = support::client().await;
+    let ns = namespace(&client, "rbac-run").await;
+    let lease = "recovery-rbac";
+    let manifests = render(
+        "rec",
+        &ns,
+        &[&format!("watchNamespaces[0]={ns}"), "replicaCount=1", &format!("leaderElection.leaseName={lease}")],
+    );
+    let out = kubectl(&["apply", "-n", &ns, "-f", "-"], Some(&manifests));
+    assert!(out.status.success(), "applying the chart: {}", text(&out));
+    let sa = documents(&manifests)
+        .into_iter()
+        .find(|d| d["kind"] == "ServiceAccount")
+        .and_then(|d| d["metadata"]["name"].as_str().map(str::to_owned))
+        .expect("the chart renders a ServiceAccount");
+    let token = kubectl(&["create", "token", &sa, "-n", &ns, "--duration", "1h"], None);
+    assert!(token.status.success(), "TokenRequest: {}", text(&token));
+    let view = |path: &str| {
+        let out = kubectl(&["config", "view", "--raw", "--minify", "-o", &format!("jsonpath={path}")], None);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters: [{{name: test, cluster: {{server: '{}', certificate-authority-data: '{}'}}}}]\n\
+         users: [{{name: sa, user: {{token: '{}'}}}}]\ncontexts: [{{name: sa, context: {{cluster: test, user: sa, namespace: {ns}}}}}]\n\
+         current-context: sa\n",
+        view("{.clusters[0].cluster.server}"),
+        view("{.clusters[0].cluster.certificate-authority-data}"),
+        String::from_utf8_lossy(&token.stdout).trim()
+    );
+    let path = PathBuf::from(support::var("RECOVERY_TESTENV_DIR")).join(format!("{ns}.kubeconfig"));
+    std::fs::write(&path, kubeconfig).unwrap();
+
+    let cfg = aws::config().await;
+    let faults = Faults::from_env();
+    let cluster = unique("rbac");
+    aws::ecs_services(&cfg, &cluster, &["web".into()], 2).await;
+    faults.ecs_service(json!({"cluster": cluster, "service": "web", "runningCount": 1})).await;
+    policy::create(
+        &client,
+        &ns,
+        "shop",
+        json!({
+            "aws": {"region": "us-east-1"},
+            "probeInterval": "2s",
+            "targets": {"ecsServices": [{"cluster": cluster, "services": ["web"]}]},
+            "detection": {"failureThreshold": 1, "successThreshold": 1},
+            "remediation": {"mode": "Automatic", "stepTimeout": "60s", "cooldown": "0s"}
+        }),
+    )
+    .await;
+    let args = ["--namespace", &ns, "--leader-election", "--lease-name", lease, "--lease-namespace", &ns];
+    let ctl = ControllerProcess::start_args(&args, &[("KUBECONFIG", path.to_str().unwrap())]);
+    let wait = Duration::from_secs(60);
+    eventually("the restart", wait, || async {
+        Some(faults.calls_for("ecs", "UpdateService", "cluster", &cluster).await).filter(|r| !r.is_empty())
+    })
+    .await;
+    faults.ecs_service(json!({"cluster": cluster, "service": "web", "runningCount": 2, "completeRollout": true})).await;
+    plans::wait_phase(&client, &ns, PlanPhase::Completed, wait).await;
+    eventually("resolution", wait, || async {
+        let inc = policy::incidents(&client, &ns).await.pop()?;
+        (inc.status?.phase == Some(IncidentPhase::Resolved)).then_some(())
+    })
+    .await;
+    let log = ctl.log_text();
+    for refused in ["403", "Forbidden", "forbidden"] {
+        assert!(!log.contains(refused), "the controller was refused ({refused}) under the chart's RBAC:\n{log}");
+    }
+    let can = |args: &[&str]| {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        let subject = format!("system:serviceaccount:{ns}:{sa}");
+        all.extend(["--as", &subject]);
+        String::from_utf8_lossy(&kubectl(&all, None).stdout).trim().to_owned()
+    };
+    assert_eq!(can(&["get", "secrets", "-A"]), "no", "no Secrets cluster-wide");
+    assert_eq!(can(&["list", "secrets", "-n", &ns]), "no", "Secrets are read by name only");
+    assert_eq!(can(&["patch", "recoverypolicies", "-n", &ns]), "no", "a policy's spec is people's");
+    assert_eq!(can(&["patch", "recoverypolicies", "--subresource=status", "-n", &ns]), "yes");
+}
