@@ -10,6 +10,7 @@ pub mod faults;
 pub mod plans;
 pub mod policy;
 pub mod receivers;
+pub mod scene;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 use tokio::sync::OnceCell;
 
+#[allow(unused_imports)] // not every test binary uses the fault layer
 pub use faults::Faults;
 
 /// Reads a variable the test environment sets, or fails saying how to set it up.

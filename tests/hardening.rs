@@ -1,0 +1,77 @@
+//! Faults from the Kubernetes side: people deleting objects mid-flight, and a second writer
+//! racing the controller's status writes.
+
+mod support;
+
+use std::time::Duration;
+
+use aws_recovery_controller::api::RecoveryPolicy;
+use aws_recovery_controller::api::plan::{PlanPhase, RecoveryPlan, StepPhase};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::json;
+
+use support::scene::Scene;
+use support::{eventually, plans, policy};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A policy deleted while its plan runs: the plan stops at the next step boundary and says why.
+#[tokio::test]
+async fn a_deleted_policy_stops_its_plan_at_the_next_boundary() {
+    let (s, ctl, _) = Scene::verifying("hard-delpol").await;
+    Api::<RecoveryPolicy>::namespaced(s.client.clone(), &s.ns).delete("shop", &DeleteParams::default()).await.unwrap();
+    let failed = plans::wait_phase(&s.client, &s.ns, PlanPhase::Failed, WAIT).await;
+    let st = failed.status.unwrap();
+    assert_eq!(st.message.as_deref(), Some("stopped: policy shop no longer exists"));
+    assert_eq!(st.steps[0].phase, StepPhase::Completed, "what was done stays on record");
+    assert_eq!(s.restarts().await, 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(ctl.get("/healthz").await.0, 200, "no crash");
+}
+
+/// A plan deleted by a person mid-flight: no crash, no new plan, no further action.
+#[tokio::test]
+async fn a_deleted_plan_is_not_remade() {
+    let (s, ctl, plan) = Scene::verifying("hard-delplan").await;
+    let name = plan.metadata.name.clone().unwrap();
+    Api::<RecoveryPlan>::namespaced(s.client.clone(), &s.ns).delete(&name, &DeleteParams::default()).await.unwrap();
+    let (_, reason) = eventually("RemediationAllowed=False PlanDeleted", WAIT, || async {
+        let inc = policy::incidents(&s.client, &s.ns).await.pop()?;
+        let c = inc.status?.conditions.into_iter().find(|c| c.type_ == "RemediationAllowed" && c.status == "False")?;
+        Some(((), c.reason))
+    })
+    .await;
+    assert_eq!(reason, "PlanDeleted");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(plans::all(&s.client, &s.ns).await.is_empty(), "no plan is remade");
+    assert_eq!(s.restarts().await, 1, "nothing acted again");
+    assert_eq!(ctl.get("/healthz").await.0, 200, "no crash");
+}
+
+/// A second writer bumps the plan's resourceVersion all along: every status write of the
+/// controller that races it gets 409, re-reads, and nothing is lost or done twice.
+#[tokio::test]
+async fn a_second_writer_causes_no_lost_update() {
+    let (s, _ctl, plan) = Scene::verifying("hard-409").await;
+    let name = plan.metadata.name.clone().unwrap();
+    let api = Api::<RecoveryPlan>::namespaced(s.client.clone(), &s.ns);
+    let writer = {
+        let (api, name) = (api.clone(), name.clone());
+        tokio::spawn(async move {
+            for i in 0..200 {
+                let patch = json!({"metadata": {"annotations": {"test/bump": i.to_string()}}});
+                let _ = api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    s.faults
+        .ecs_service(json!({"cluster": s.cluster, "service": "web", "runningCount": 2, "completeRollout": true}))
+        .await;
+    let done = plans::wait_phase(&s.client, &s.ns, PlanPhase::Completed, WAIT).await;
+    writer.abort();
+    let st = done.status.unwrap();
+    assert!(st.steps.iter().all(|s| s.phase == StepPhase::Completed), "{st:?}");
+    assert!(st.steps[0].evidence.contains_key("deploymentId"), "the restart's evidence survived");
+    assert_eq!(s.restarts().await, 1);
+}
