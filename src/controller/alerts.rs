@@ -22,6 +22,7 @@ use crate::api::incident::{AlertChannel, AlertKind, Incident};
 use crate::api::plan::RecoveryPlan;
 use crate::api::policy::AlertsSpec;
 use crate::core::alerts::{Facts, claim, delivery_failure, due, record};
+use crate::core::targets::plan_name;
 use crate::metrics::AlertLabels;
 
 use super::{Context, Error, now, replace_status};
@@ -47,10 +48,9 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     let incidents: Api<Incident> = Api::namespaced(ctx.client.clone(), &ns);
     // The ledger must be read as persisted: a stale cache could resend.
     let Some(mut inc) = incidents.get_opt(&incident.name_any()).await? else { return Ok(Action::await_change()) };
-    let plan = match inc.status.as_ref().and_then(|s| s.plan.clone()) {
-        Some(name) => Api::<RecoveryPlan>::namespaced(ctx.client.clone(), &ns).get_opt(&name).await?,
-        None => None,
-    };
+    // By its deterministic name: the incident's status may not name it yet (its writers race),
+    // and "resolved" must still wait for it.
+    let plan = Api::<RecoveryPlan>::namespaced(ctx.client.clone(), &ns).get_opt(&plan_name(&inc.name_any())).await?;
     let plan_facts = plan.as_ref().and_then(|p| Some((p.status.as_ref()?.phase?, p.spec.dry_run)));
     let status = inc.status.clone().unwrap_or_default();
     let facts = Facts {
@@ -129,7 +129,7 @@ fn build(inc: &Incident, plan: Option<&RecoveryPlan>, spec: &AlertsSpec, kind: A
         incident_name: inc.name_any(),
         incident: inc.spec.clone(),
         metrics: status.metrics.clone(),
-        plan_name: status.plan.clone(),
+        plan_name: plan.and_then(|p| p.metadata.name.clone()).or(status.plan.clone()),
         plan_summary,
         detected_at: status.detected_at.map(|t| t.0),
         resolved_at: status.resolved_at.map(|t| t.0),
