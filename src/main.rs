@@ -13,6 +13,7 @@ use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 
 use aws_recovery_controller::api::{Incident, RecoveryPlan, RecoveryPolicy, crd_file_name, crds, crds_yaml};
 use aws_recovery_controller::aws::ClientCache;
+use aws_recovery_controller::aws::breaker::BreakerConfig;
 use aws_recovery_controller::controller::{self, Context, Scope, shutdown_signal};
 use aws_recovery_controller::metrics::Metrics;
 use aws_recovery_controller::server::{self, Health};
@@ -52,6 +53,15 @@ struct RunArgs {
     /// AWS calls in flight across the process.
     #[arg(long, env = "RECOVERY_AWS_IN_FLIGHT", default_value_t = 32)]
     aws_in_flight: usize,
+    /// AWS circuit breaker: how far back AWS call outcomes count (e.g. `60s`).
+    #[arg(long, env = "RECOVERY_AWS_BREAKER_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
+    aws_breaker_window: Duration,
+    /// AWS circuit breaker: calls in the window before it may open.
+    #[arg(long, env = "RECOVERY_AWS_BREAKER_MIN_CALLS", default_value_t = 20)]
+    aws_breaker_min_calls: usize,
+    /// AWS circuit breaker: share of failed calls (throttling, 5xx, timeouts) that opens it.
+    #[arg(long, env = "RECOVERY_AWS_BREAKER_FAILURE_RATIO", default_value_t = 0.5)]
+    aws_breaker_failure_ratio: f64,
     /// Log format.
     #[arg(long, env = "RECOVERY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -121,7 +131,12 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     });
 
     let client = kube::Client::try_default().await?;
-    let aws = ClientCache::from_env(args.aws_in_flight, metrics.clone()).await;
+    let breaker = BreakerConfig {
+        window: args.aws_breaker_window,
+        min_calls: args.aws_breaker_min_calls,
+        failure_ratio: args.aws_breaker_failure_ratio,
+    };
+    let aws = ClientCache::from_env(args.aws_in_flight, breaker, metrics.clone()).await;
     let identity = args.instance.clone().unwrap_or_else(|| format!("recovery-controller-{}", std::process::id()));
     let ctx = Context::new(client.clone(), aws, Some(identity.clone()), metrics.clone(), args.allow_insecure_endpoints);
     let scope = Scope {

@@ -93,6 +93,8 @@ pub struct Metrics {
     pub alerts: Family<AlertLabels, Counter>,
     /// Whether this replica holds the leader lease (1) or not (0).
     pub leader: Gauge,
+    /// 1 while the AWS circuit breaker pauses new remediation.
+    pub aws_circuit_open: Gauge,
     open_by_policy: Mutex<HashMap<String, HashMap<IncidentLabels, i64>>>,
 }
 
@@ -123,6 +125,7 @@ impl Default for Metrics {
             action_seconds: Histogram::new(seconds_buckets()),
             alerts: Family::default(),
             leader: Gauge::default(),
+            aws_circuit_open: Gauge::default(),
             open_by_policy: Mutex::default(),
         };
         let r = &mut m.registry;
@@ -140,6 +143,7 @@ impl Default for Metrics {
         r.register("action_latency_seconds", "Incident detected to first mutating AWS call", m.action_seconds.clone());
         r.register("alert_deliveries", "Alert deliveries by channel and outcome", m.alerts.clone());
         r.register("leader", "1 when this replica holds the leader lease", m.leader.clone());
+        r.register("aws_circuit_open", "1 while too many AWS errors pause new remediation", m.aws_circuit_open.clone());
         m
     }
 }

@@ -121,8 +121,9 @@ pub struct EcsServiceTarget {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RdsInstanceTarget {
-    /// The DB instance identifier: a letter, then letters, digits and single hyphens.
-    #[schemars(length(min = 1, max = 63), pattern(r"^[a-zA-Z](-?[a-zA-Z0-9])*$"))]
+    /// The DB instance identifier: a lowercase letter, then lowercase letters, digits and
+    /// single hyphens (RDS stores identifiers in lower case).
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z](-?[a-z0-9])*$"))]
     pub identifier: String,
     /// Severity of an incident on this instance. Defaults to `critical`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -383,7 +384,8 @@ pub struct EmailSpec {
     pub to: Vec<String>,
 }
 
-const EMAIL: &str = r"^[^@\s]+@[^@\s]+\.[^@\s]+$";
+/// No whitespace, separators or control characters (NUL, NEL, U+2028, DEL) anywhere.
+const EMAIL: &str = r"^[^@\s\p{Z}\p{C}]+@[^@\s\p{Z}\p{C}]+\.[^@\s\p{Z}\p{C}]+$";
 
 /// Observed state of a policy, written by the controller.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]

@@ -13,6 +13,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
 
 use super::AwsFault;
+use super::breaker::{Breaker, BreakerConfig};
 use crate::metrics::Metrics;
 
 /// Route 53's account-wide limit.
@@ -45,6 +46,14 @@ impl Clients {
     {
         let result = result.map_err(|e| AwsFault::from_sdk(operation, &e));
         self.metrics.aws_call(operation, result.as_ref().err());
+        // Only outage-like failures count against AWS; a missing resource or a denied call
+        // says nothing about AWS's health.
+        match &result {
+            Ok(_) => self.limits.breaker.record(false),
+            Err(f) if f.retryable => self.limits.breaker.record(true),
+            Err(_) => {}
+        }
+        self.metrics.aws_circuit_open.set(i64::from(self.limits.breaker.is_open()));
         result
     }
 }
@@ -56,6 +65,8 @@ pub struct Limits {
     pub in_flight: Semaphore,
     /// Route 53 requests per second across the process.
     pub route53: DefaultDirectRateLimiter,
+    /// Pauses new remediation while AWS is failing.
+    pub breaker: Breaker,
 }
 
 /// Builds and caches [`Clients`].
@@ -69,7 +80,7 @@ pub struct ClientCache {
 impl ClientCache {
     /// Loads the standard provider chain (environment, web identity / IRSA, profile) once.
     /// `AWS_ENDPOINT_URL` is honoured by the SDK, which is how tests reach moto.
-    pub async fn from_env(max_in_flight: usize, metrics: Arc<Metrics>) -> Self {
+    pub async fn from_env(max_in_flight: usize, breaker: BreakerConfig, metrics: Arc<Metrics>) -> Self {
         let base = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::standard().with_max_attempts(4).with_max_backoff(Duration::from_secs(5)))
             .timeout_config(
@@ -81,18 +92,24 @@ impl ClientCache {
             )
             .load()
             .await;
-        Self::new(base, max_in_flight, metrics)
+        Self::new(base, max_in_flight, breaker, metrics)
     }
 
     /// From a ready config (tests).
-    pub fn new(base: SdkConfig, max_in_flight: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn new(base: SdkConfig, max_in_flight: usize, breaker: BreakerConfig, metrics: Arc<Metrics>) -> Self {
         let limits = Arc::new(Limits {
             in_flight: Semaphore::new(max_in_flight.max(1)),
             route53: RateLimiter::direct(Quota::per_second(
                 std::num::NonZeroU32::new(ROUTE53_PER_SECOND).expect("non-zero"),
             )),
+            breaker: Breaker::new(breaker),
         });
         Self { base, limits, metrics, clients: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether the process-wide AWS circuit breaker is open.
+    pub fn circuit_open(&self) -> bool {
+        self.limits.breaker.is_open()
     }
 
     /// The clients for a region and optional role. With a role, credentials come from STS

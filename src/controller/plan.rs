@@ -52,7 +52,7 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
         plans.list(&ListParams::default().labels(&format!("{POLICY_LABEL}={}", plan.spec.policy))).await?.items;
 
     for _ in 0..MAX_TRANSITIONS {
-        let gate = gate(&plan, policy.as_ref(), incident.as_ref(), &siblings);
+        let gate = gate(&plan, policy.as_ref(), incident.as_ref(), &siblings, ctx.aws.circuit_open());
         let status = plan.status.clone().unwrap_or_default();
         let inputs = Inputs {
             spec: &plan.spec,
@@ -169,6 +169,7 @@ fn gate(
     policy: Option<&RecoveryPolicy>,
     incident: Option<&Incident>,
     siblings: &[RecoveryPlan],
+    aws_circuit_open: bool,
 ) -> Gate {
     let Some(policy) = policy else {
         return Gate::Stop(format!("policy {} no longer exists", plan.spec.policy));
@@ -193,6 +194,7 @@ fn gate(
     let mut inputs = RailInputs::for_policy(&policy.spec.remediation, &counts, now());
     inputs.executing_plans = executing as u32;
     inputs.last_plan_ended_at = last_end;
+    inputs.aws_circuit_open = aws_circuit_open;
     let probed = policy.status.as_ref().and_then(|s| s.last_probe_time.as_ref()).map(|t| t.0);
     let detected = incident.status.as_ref().and_then(|s| s.detected_at.as_ref()).map(|t| t.0);
     inputs.counts_current = probed.is_some() && probed >= detected;

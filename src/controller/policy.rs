@@ -20,7 +20,7 @@ use crate::api::common::{self, parse_duration};
 use crate::api::incident::Incident;
 use crate::api::policy::{RecoveryPolicyStatus, TargetState};
 use crate::aws::probe::{ProbeReport, probe_policy};
-use crate::core::detection::{Decision, detect};
+use crate::core::detection::{Decision, adopt_orphans, detect};
 use crate::core::rails::{Held, RailInputs, may_act};
 use crate::core::time::{add, since};
 use crate::metrics::IncidentLabels;
@@ -60,7 +60,9 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
 
     let clients = ctx.aws.get(&policy.spec.aws.region, policy.spec.aws.role_arn.as_deref()).await;
     let report = probe_policy(&clients, &policy.spec).await;
-    let cycle = detect(&policy.name_any(), &policy.spec, &status.target_states, &report.probes, now);
+    let mut previous = status.target_states.clone();
+    adopt_orphans(&policy.name_any(), &policy.spec, &mut previous, &open_incident_names(&ctx, &policy).await?);
+    let cycle = detect(&policy.name_any(), &policy.spec, &previous, &report.probes, now);
     let opened_since: Vec<Timestamp> = cycle
         .decisions
         .iter()
@@ -98,7 +100,7 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
             now,
         );
     }
-    if let Some(held) = set_remediation_allowed(&policy, &mut next, now) {
+    if let Some(held) = set_remediation_allowed(&policy, &mut next, ctx.aws.circuit_open(), now) {
         ctx.event(&*policy, EventType::Warning, held.rail.reason(), "Guard", held.message).await;
     }
     write_status(&policy, &ctx, &next).await?;
@@ -152,6 +154,23 @@ async fn apply_decisions(
     Ok(states)
 }
 
+/// Names of the policy's open incidents (one list call by label), for [`adopt_orphans`].
+async fn open_incident_names(
+    ctx: &Context,
+    policy: &RecoveryPolicy,
+) -> Result<std::collections::BTreeSet<String>, Error> {
+    let api: Api<Incident> = Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
+    let lp = kube::api::ListParams::default().labels(&format!("{}={}", super::POLICY_LABEL, policy.name_any()));
+    Ok(api
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter(|i| i.status.as_ref().and_then(|s| s.phase) != Some(crate::api::incident::IncidentPhase::Resolved))
+        .map(|i| i.name_any())
+        .collect())
+}
+
 /// Publishes the policy's open incidents by type and severity.
 fn record_open_incidents(ctx: &Context, policy: &RecoveryPolicy, states: &[TargetState]) {
     let targets = crate::core::targets::targets(&policy.spec);
@@ -185,8 +204,14 @@ async fn resolve(
 
 /// The policy-wide rails as a condition. Returns the hold when it newly engaged, for a
 /// Warning Event.
-fn set_remediation_allowed(policy: &RecoveryPolicy, status: &mut RecoveryPolicyStatus, now: Timestamp) -> Option<Held> {
-    let inputs = RailInputs::for_policy(&policy.spec.remediation, &status.targets.clone().unwrap_or_default(), now);
+fn set_remediation_allowed(
+    policy: &RecoveryPolicy,
+    status: &mut RecoveryPolicyStatus,
+    aws_circuit_open: bool,
+    now: Timestamp,
+) -> Option<Held> {
+    let mut inputs = RailInputs::for_policy(&policy.spec.remediation, &status.targets.clone().unwrap_or_default(), now);
+    inputs.aws_circuit_open = aws_circuit_open;
     let generation = policy.metadata.generation;
     let was = common::condition(&status.conditions, conditions::REMEDIATION_ALLOWED)
         .map(|c| (c.status.clone(), c.reason.clone()));

@@ -76,6 +76,36 @@ pub fn step(thresholds: &DetectionSpec, policy: &str, prev: &TargetState, probe:
     (next, decision)
 }
 
+/// Adopts incidents that exist (open) under the name a target's state would give its next
+/// incident. That happens when an incident was created and the status write recording it
+/// was lost (a crash): without adoption, a target that recovers before its next probe would
+/// leave that incident open forever. Call before [`detect`] with the open incidents' names.
+pub fn adopt_orphans(
+    policy: &str,
+    spec: &RecoveryPolicySpec,
+    states: &mut Vec<TargetState>,
+    open_incidents: &std::collections::BTreeSet<String>,
+) {
+    if open_incidents.is_empty() {
+        return;
+    }
+    // A target may have no state yet: the lost write may have been its first.
+    for target in targets(spec) {
+        if !states.iter().any(|s| s.target == target.key) {
+            states.push(TargetState { target: target.key.clone(), ..TargetState::default() });
+        }
+    }
+    // The next name being open means its creation was not recorded, whatever the state
+    // names now (nothing, or an older incident since resolved).
+    for s in states.iter_mut() {
+        let name = incident_name(policy, &s.target, s.opened);
+        if open_incidents.contains(&name) {
+            s.open_incident = Some(name);
+            s.opened = s.opened.saturating_add(1);
+        }
+    }
+}
+
 /// The outcome of one probe cycle of a policy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cycle {
@@ -230,6 +260,26 @@ mod tests {
         // A restart that lost the write of s1 recomputes the same first name.
         let (_, again) = step(&t, "pol", &s0, &sick());
         assert!(matches!(again, Decision::Open { name, .. } if name == a));
+    }
+
+    #[test]
+    fn an_incident_whose_record_was_lost_is_adopted_then_resolved() {
+        let t = th(1, 1);
+        let s0 = TargetState { target: "rds/db".into(), ..Default::default() };
+        let (_, opened) = step(&t, "pol", &s0, &sick());
+        let Decision::Open { name, .. } = opened else { panic!("opens") };
+        // The write of the new state was lost; the incident exists.
+        let spec: RecoveryPolicySpec =
+            serde_yaml::from_str("aws: {region: us-east-1}\ntargets: {rdsInstances: [{identifier: db}]}").unwrap();
+        let mut states = vec![];
+        adopt_orphans("pol", &spec, &mut states, &[name.clone()].into_iter().collect());
+        assert_eq!((states[0].open_incident.as_deref(), states[0].opened), (Some(name.as_str()), 1));
+        let (_, d) = step(&t, "pol", &states[0], &well());
+        assert!(matches!(d, Decision::Resolve { incident, .. } if incident == name));
+        // Unrelated names are left alone.
+        let mut states = vec![s0];
+        adopt_orphans("pol", &spec, &mut states, &["pol-rds-00000000-0".to_string()].into_iter().collect());
+        assert_eq!(states[0].open_incident, None);
     }
 
     #[test]

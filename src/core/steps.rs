@@ -258,8 +258,10 @@ pub fn decide(i: &Inputs) -> Next {
     }
     let current = current_step(i.spec, i.status);
     let mid_action = current.is_some_and(|(step, st)| step.action.is_mutating() && st.phase == StepPhase::InProgress);
+    // A plan whose every step finished completes even when told to stop: nothing is left to stop.
     if let Gate::Stop(reason) = i.gate
         && !mid_action
+        && current.is_some()
     {
         // A mutating step in flight finishes first (its effect may already be in AWS);
         // everywhere else is a step boundary.
@@ -616,7 +618,24 @@ fn fail_plan(
     }
     for step in ordered(spec) {
         let st = step_mut(s, step.order);
-        if matches!(st.phase, StepPhase::Pending | StepPhase::InProgress) {
+        if matches!(st.phase, StepPhase::Pending | StepPhase::InProgress)
+            && st.attempts > 0
+            && step.action.is_mutating()
+        {
+            // An attempt was made (and may have reached AWS, e.g. a call that timed out):
+            // the record must not claim the step never ran.
+            st.phase = StepPhase::Failed;
+            st.completed_at = Some(Time(now));
+            st.next_attempt_at = None;
+            let last = st.message.clone().unwrap_or_default();
+            st.message =
+                Some(format!("stopped after {} attempt(s), the last one's effect unknown: {last}", st.attempts));
+            transitions.push(Transition::StepFailed {
+                order: step.order,
+                action: step.action,
+                message: st.message.clone().unwrap_or_default(),
+            });
+        } else if matches!(st.phase, StepPhase::Pending | StepPhase::InProgress) {
             st.phase = StepPhase::Skipped;
             st.next_attempt_at = None;
             st.message = Some("not run: the plan failed before this step".into());

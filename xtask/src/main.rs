@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::demo(&root),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  test [-- <cargo test args>]  lint, start the real parts, run every test, stop the parts\n  lint                          cargo fmt --check and clippy -D warnings\n  env                           start the real parts and wait for Ctrl-C\n  demo                          the main job locally: break an ECS service, watch it recover\n  crds                          regenerate crds/ and the chart's copy from the Rust types"
+                "usage: cargo xtask <task>\n\n  test [--no-lint] [-- <args>]  lint, start the real parts, run every test, stop the parts\n  lint                          cargo fmt --check and clippy -D warnings\n  env                           start the real parts and wait for Ctrl-C\n  demo                          the main job locally: break an ECS service, watch it recover\n  crds                          regenerate crds/ and the chart's copy from the Rust types"
             );
             return ExitCode::from(2);
         }
@@ -58,13 +58,17 @@ fn lint(root: &Path) -> Result {
 }
 
 fn test(root: &Path, extra: &[String]) -> Result {
-    lint(root)?;
+    // `--no-lint` is for iterating on one test locally; CI always lints.
+    let (no_lint, extra): (Vec<&String>, Vec<&String>) = extra.iter().partition(|a| *a == "--no-lint");
+    if no_lint.is_empty() {
+        lint(root)?;
+    }
     // Build the tests before starting the parts, so a compile error costs no start-up and
     // the parts are not left idle through a long build.
     run("build tests", cargo(root).args(["test", "--workspace", "--no-run"]))?;
     let env = Environment::start(root)?;
     let mut cmd = cargo(root);
-    cmd.args(["test", "--workspace"]).args(extra.iter().skip_while(|a| *a == "--"));
+    cmd.args(["test", "--workspace"]).args(extra.into_iter().skip_while(|a| *a == "--"));
     env.apply(&mut cmd);
     // Integration tests mostly wait on the controller and the parts; more threads than cores
     // keeps the run short without loading the machine.
