@@ -51,6 +51,10 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     // Work on the object as persisted: its status is shared with detection and the alert
     // ledger, and every write is guarded by the resourceVersion read here.
     let Some(incident) = incidents.get_opt(&incident.name_any()).await? else { return Ok(Action::await_change()) };
+    // The cache may lag: never move a resolved incident back to an earlier phase.
+    if incident.status.as_ref().and_then(|s| s.phase) == Some(IncidentPhase::Resolved) {
+        return Ok(Action::await_change());
+    }
     let mut next = incident.clone();
     let status = next.status.get_or_insert_with(Default::default);
     let generation = incident.metadata.generation;

@@ -95,13 +95,20 @@ pub fn adopt_orphans(
             states.push(TargetState { target: target.key.clone(), ..TargetState::default() });
         }
     }
-    // The next name being open means its creation was not recorded, whatever the state
-    // names now (nothing, or an older incident since resolved).
+    // An open incident of this target numbered at or past the state's count was created but
+    // not recorded (several lost writes can skip numbers), whatever the state names now
+    // (nothing, or an older incident since resolved). Names end in `-<n>`.
     for s in states.iter_mut() {
-        let name = incident_name(policy, &s.target, s.opened);
-        if open_incidents.contains(&name) {
-            s.open_incident = Some(name);
-            s.opened = s.opened.saturating_add(1);
+        let newest = open_incidents
+            .iter()
+            .filter_map(|name| {
+                let n: u32 = name.rsplit('-').next()?.parse().ok()?;
+                (n >= s.opened && *name == incident_name(policy, &s.target, n)).then_some((n, name))
+            })
+            .max();
+        if let Some((n, name)) = newest {
+            s.open_incident = Some(name.clone());
+            s.opened = n.saturating_add(1);
         }
     }
 }
