@@ -75,3 +75,65 @@ async fn a_second_writer_causes_no_lost_update() {
     assert!(st.steps[0].evidence.contains_key("deploymentId"), "the restart's evidence survived");
     assert_eq!(s.restarts().await, 1);
 }
+
+/// AWS failing across the process opens the circuit breaker: incidents still open, but no new
+/// remediation acts until the failures leave the window; then the plan goes on by itself.
+/// (Failing calls are slow — the SDK retries them — while healthy ones are quick, so the
+/// window is long and the ratio low enough that the breaker holds steadily.)
+#[tokio::test]
+async fn the_aws_circuit_breaker_pauses_new_remediation_and_closes_by_itself() {
+    use support::controller::ControllerProcess;
+    use support::{Faults, aws, namespace, unique};
+
+    let client = support::client().await;
+    let ns = namespace(&client, "hard-breaker").await;
+    let cfg = aws::config().await;
+    let faults = Faults::from_env();
+    let cluster = unique("brk");
+    let db = unique("brkdb");
+    aws::ecs_services(&cfg, &cluster, &["web".into()], 2).await;
+    aws::rds_instance(&cfg, &db, false).await;
+    // Every RDS call fails like an outage (no other test of this binary calls RDS).
+    let rule =
+        faults.rule(json!({"service": "rds", "operation": "DescribeDBInstances", "error": "InternalFailure"})).await;
+    faults.ecs_service(json!({"cluster": cluster, "service": "web", "runningCount": 1})).await;
+    policy::create(
+        &client,
+        &ns,
+        "mixed",
+        json!({
+            "aws": {"region": "us-east-1"},
+            "probeInterval": "2s",
+            "targets": {"ecsServices": [{"cluster": cluster, "services": ["web"]}], "rdsInstances": [{"identifier": db}]},
+            "detection": {"failureThreshold": 2, "successThreshold": 1},
+            "remediation": {"mode": "Automatic", "stepTimeout": "60s", "cooldown": "0s", "maxUnhealthyPercent": 100}
+        }),
+    )
+    .await;
+    let args = [
+        "--namespace",
+        &ns,
+        "--aws-breaker-window",
+        "30s",
+        "--aws-breaker-min-calls",
+        "2",
+        "--aws-breaker-failure-ratio",
+        "0.1",
+    ];
+    let ctl = ControllerProcess::start_args(&args, &[]);
+    eventually("the plan held by the open breaker", WAIT, || async {
+        plans::all(&client, &ns).await.into_iter().find(|p| plans::held(p).as_deref() == Some("AwsCircuitOpen"))
+    })
+    .await;
+    let p = policy::get(&client, &ns, "mixed").await;
+    assert_eq!(policy::condition(&p, "RemediationAllowed").map(|c| c.1).as_deref(), Some("AwsCircuitOpen"));
+    assert!(ctl.get("/metrics").await.1.contains("recovery_aws_circuit_open 1"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let restarts = || faults.calls_for("ecs", "UpdateService", "cluster", &cluster);
+    assert!(restarts().await.is_empty(), "nothing acts while AWS is failing");
+    faults.remove_rule(&rule).await;
+    eventually("the restart once the breaker closes", Duration::from_secs(90), || async {
+        Some(restarts().await).filter(|r| r.len() == 1)
+    })
+    .await;
+}
