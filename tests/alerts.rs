@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 
 use support::controller::ControllerProcess;
 use support::receivers::Receivers;
-use support::{Faults, aws, eventually, namespace, plans, policy, unique};
+use support::scene::degraded_web;
+use support::{Faults, eventually, namespace, plans, policy, unique};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -35,11 +36,6 @@ impl Scene {
     async fn new(prefix: &str, with_slack_secret: bool) -> Self {
         let client = support::client().await;
         let ns = namespace(&client, prefix).await;
-        let cfg = aws::config().await;
-        let faults = Faults::from_env();
-        let cluster = unique(prefix);
-        aws::ecs_services(&cfg, &cluster, &["web".into()], 2).await;
-        faults.ecs_service(json!({"cluster": cluster, "service": "web", "runningCount": 1})).await;
         let webhook_token = unique("hook");
         let slack_path = format!("/slack/{ns}");
         let smtp_password = unique("pw");
@@ -71,24 +67,12 @@ impl Scene {
         );
         secrets.create(&PostParams::default(), &smtp).await.unwrap();
         let to = format!("oncall@{ns}.example.com");
-        policy::create(
-            &client,
-            &ns,
-            "shop",
-            json!({
-                "aws": {"region": "us-east-1"},
-                "probeInterval": "2s",
-                "targets": {"ecsServices": [{"cluster": cluster, "services": ["web"]}]},
-                "detection": {"failureThreshold": 1, "successThreshold": 1},
-                "remediation": {"mode": "Automatic", "stepTimeout": "60s", "cooldown": "0s"},
-                "alerts": {
-                    "minSeverity": "medium",
-                    "slack": {"webhookSecretRef": {"name": "slack", "key": "url"}, "channel": "#incidents"},
-                    "email": {"smtpSecretRef": {"name": "smtp"}, "from": "recovery@example.com", "to": [to]}
-                }
-            }),
-        )
-        .await;
+        let alerts = json!({"alerts": {
+            "minSeverity": "medium",
+            "slack": {"webhookSecretRef": {"name": "slack", "key": "url"}, "channel": "#incidents"},
+            "email": {"smtpSecretRef": {"name": "smtp"}, "from": "recovery@example.com", "to": [to]}
+        }});
+        let (cluster, faults) = degraded_web(&client, &ns, prefix, alerts).await;
         Self { client, ns, cluster, faults, rx: Receivers::from_env(), slack_path, webhook_token, smtp_password, to }
     }
 

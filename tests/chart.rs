@@ -858,7 +858,7 @@ async fn the_controller_runs_as_the_charts_service_account_without_a_403() {
     use aws_recovery_controller::api::incident::IncidentPhase;
     use aws_recovery_controller::api::plan::PlanPhase;
     use support::controller::ControllerProcess;
-    use support::{Faults, aws, eventually, plans, policy, unique};
+    use support::{eventually, plans, policy};
 
     let client = support::client().await;
     let ns = namespace(&client, "rbac-run").await;
@@ -892,24 +892,7 @@ async fn the_controller_runs_as_the_charts_service_account_without_a_403() {
     let path = PathBuf::from(support::var("RECOVERY_TESTENV_DIR")).join(format!("{ns}.kubeconfig"));
     std::fs::write(&path, kubeconfig).unwrap();
 
-    let cfg = aws::config().await;
-    let faults = Faults::from_env();
-    let cluster = unique("rbac");
-    aws::ecs_services(&cfg, &cluster, &["web".into()], 2).await;
-    faults.ecs_service(json!({"cluster": cluster, "service": "web", "runningCount": 1})).await;
-    policy::create(
-        &client,
-        &ns,
-        "shop",
-        json!({
-            "aws": {"region": "us-east-1"},
-            "probeInterval": "2s",
-            "targets": {"ecsServices": [{"cluster": cluster, "services": ["web"]}]},
-            "detection": {"failureThreshold": 1, "successThreshold": 1},
-            "remediation": {"mode": "Automatic", "stepTimeout": "60s", "cooldown": "0s"}
-        }),
-    )
-    .await;
+    let (cluster, faults) = support::scene::degraded_web(&client, &ns, "rbac", json!({})).await;
     let args = ["--namespace", &ns, "--leader-election", "--lease-name", lease, "--lease-namespace", &ns];
     let ctl = ControllerProcess::start_args(&args, &[("KUBECONFIG", path.to_str().unwrap())]);
     let wait = Duration::from_secs(60);

@@ -10,6 +10,27 @@ use super::{Faults, aws, eventually, namespace, plans, policy, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// Makes ECS service `web` (2 desired, 1 running) in a new cluster and the Automatic policy
+/// `shop` watching it, probed every 2s; `extra` is merged into the policy's spec (alerts).
+/// Returns the cluster and the fault layer.
+pub async fn degraded_web(client: &kube::Client, ns: &str, prefix: &str, extra: serde_json::Value) -> (String, Faults) {
+    let cfg = aws::config().await;
+    let faults = Faults::from_env();
+    let cluster = unique(prefix);
+    aws::ecs_services(&cfg, &cluster, &["web".into()], 2).await;
+    faults.ecs_service(json!({"cluster": cluster, "service": "web", "runningCount": 1})).await;
+    let mut spec = json!({
+        "aws": {"region": "us-east-1"},
+        "probeInterval": "2s",
+        "targets": {"ecsServices": [{"cluster": cluster, "services": ["web"]}]},
+        "detection": {"failureThreshold": 1, "successThreshold": 1},
+        "remediation": {"mode": "Automatic", "stepTimeout": "120s", "cooldown": "0s"}
+    });
+    spec.as_object_mut().expect("an object").extend(extra.as_object().cloned().unwrap_or_default());
+    policy::create(client, ns, "shop", spec).await;
+    (cluster, faults)
+}
+
 /// A degraded ECS service under an Automatic policy, with its controller running.
 pub struct Scene {
     /// Kube client.
@@ -27,24 +48,7 @@ impl Scene {
     pub async fn verifying(prefix: &str) -> (Self, ControllerProcess, RecoveryPlan) {
         let client = super::client().await;
         let ns = namespace(&client, prefix).await;
-        let cfg = aws::config().await;
-        let faults = Faults::from_env();
-        let cluster = unique(prefix);
-        aws::ecs_services(&cfg, &cluster, &["web".into()], 2).await;
-        faults.ecs_service(json!({"cluster": cluster, "service": "web", "runningCount": 1})).await;
-        policy::create(
-            &client,
-            &ns,
-            "shop",
-            json!({
-                "aws": {"region": "us-east-1"},
-                "probeInterval": "2s",
-                "targets": {"ecsServices": [{"cluster": cluster, "services": ["web"]}]},
-                "detection": {"failureThreshold": 1, "successThreshold": 1},
-                "remediation": {"mode": "Automatic", "stepTimeout": "120s", "cooldown": "0s"}
-            }),
-        )
-        .await;
+        let (cluster, faults) = degraded_web(&client, &ns, prefix, json!({})).await;
         let ctl = ControllerProcess::start(&ns);
         let plan = eventually("the verify step", WAIT, || async {
             plans::all(&client, &ns).await.into_iter().find(|p| {
