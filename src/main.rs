@@ -12,8 +12,8 @@ use kube::api::{Api, ListParams};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 
 use aws_recovery_controller::api::{Incident, RecoveryPlan, RecoveryPolicy, crd_file_name, crds, crds_yaml};
-use aws_recovery_controller::aws::ClientCache;
 use aws_recovery_controller::aws::breaker::BreakerConfig;
+use aws_recovery_controller::aws::{AwsSettings, ClientCache};
 use aws_recovery_controller::controller::{self, Context, Scope, shutdown_signal};
 use aws_recovery_controller::metrics::Metrics;
 use aws_recovery_controller::server::{self, Health};
@@ -35,7 +35,7 @@ enum Command {
         dir: Option<PathBuf>,
     },
     /// Run the controller against the cluster of the current kubeconfig or service account.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args)]
@@ -62,6 +62,12 @@ struct RunArgs {
     /// AWS circuit breaker: share of failed calls (throttling, 5xx, timeouts) that opens it.
     #[arg(long, env = "RECOVERY_AWS_BREAKER_FAILURE_RATIO", default_value_t = 0.5)]
     aws_breaker_failure_ratio: f64,
+    /// One HTTP attempt to AWS gives up after this long (e.g. `10s`).
+    #[arg(long, env = "RECOVERY_AWS_ATTEMPT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    aws_attempt_timeout: Duration,
+    /// A whole AWS operation, retries of reads included, gives up after this long.
+    #[arg(long, env = "RECOVERY_AWS_OPERATION_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    aws_operation_timeout: Duration,
     /// Log format.
     #[arg(long, env = "RECOVERY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -107,7 +113,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 std::fs::write(dir.join(crd_file_name(&crd)), serde_yaml::to_string(&crd)?)?;
             }
         }
-        Command::Run(args) => run(args).await?,
+        Command::Run(args) => run(*args).await?,
     }
     Ok(())
 }
@@ -131,12 +137,17 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     });
 
     let client = kube::Client::try_default().await?;
-    let breaker = BreakerConfig {
-        window: args.aws_breaker_window,
-        min_calls: args.aws_breaker_min_calls,
-        failure_ratio: args.aws_breaker_failure_ratio,
+    let settings = AwsSettings {
+        in_flight: args.aws_in_flight,
+        breaker: BreakerConfig {
+            window: args.aws_breaker_window,
+            min_calls: args.aws_breaker_min_calls,
+            failure_ratio: args.aws_breaker_failure_ratio,
+        },
+        attempt_timeout: args.aws_attempt_timeout,
+        operation_timeout: args.aws_operation_timeout,
     };
-    let aws = ClientCache::from_env(args.aws_in_flight, breaker, metrics.clone()).await;
+    let aws = ClientCache::from_env(settings, metrics.clone()).await;
     let identity = args.instance.clone().unwrap_or_else(|| format!("recovery-controller-{}", std::process::id()));
     let ctx = Context::new(client.clone(), aws, Some(identity.clone()), metrics.clone(), args.allow_insecure_endpoints);
     let scope = Scope {

@@ -137,3 +137,43 @@ async fn the_aws_circuit_breaker_pauses_new_remediation_and_closes_by_itself() {
     })
     .await;
 }
+
+/// SIGTERM while a restart is in flight (AWS answers after 3 s): the call finishes and is
+/// recorded, nothing new starts, the process exits 0; the next process completes the plan
+/// without a second restart.
+#[tokio::test]
+async fn sigterm_mid_step_finishes_the_action_then_exits() {
+    use support::controller::ControllerProcess;
+    use support::{namespace, scene};
+
+    let client = support::client().await;
+    let ns = namespace(&client, "hard-term").await;
+    let (cluster, faults) = scene::degraded_web(&client, &ns, "hard-term", json!({})).await;
+    faults
+        .rule(json!({"service": "ecs", "operation": "UpdateService", "match": {"cluster": cluster}, "delayMs": 3000, "count": 1}))
+        .await;
+    let mut ctl = ControllerProcess::start(&ns);
+    eventually("the restart in flight", WAIT, || async {
+        plans::all(&client, &ns).await.into_iter().find(|p| {
+            p.status.as_ref().is_some_and(|s| s.steps[0].phase == StepPhase::InProgress && s.steps[0].attempts == 1)
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ctl.terminate();
+    let status = ctl.exited(Duration::from_secs(30)).await;
+    assert!(status.success(), "a clean exit: {status:?}\n{}", ctl.log_text());
+    let restarts = || faults.calls_for("ecs", "UpdateService", "cluster", &cluster);
+    assert_eq!(restarts().await.len(), 1);
+    let plan = plans::all(&client, &ns).await.pop().expect("the plan");
+    let st = plan.status.unwrap();
+    assert_eq!(st.steps[0].phase, StepPhase::Completed, "the action's outcome was recorded before the exit: {st:?}");
+    assert!(st.steps[0].evidence.contains_key("deploymentId"));
+    assert_eq!(st.steps[1].phase, StepPhase::Pending, "nothing new started after SIGTERM: {st:?}");
+    assert!(ctl.log_text().contains("starting nothing new"));
+
+    let _next = ControllerProcess::start(&ns);
+    faults.ecs_service(json!({"cluster": cluster, "service": "web", "runningCount": 2, "completeRollout": true})).await;
+    plans::wait_phase(&client, &ns, PlanPhase::Completed, WAIT).await;
+    assert_eq!(restarts().await.len(), 1, "no second restart");
+}

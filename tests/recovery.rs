@@ -10,6 +10,7 @@ use aws_recovery_controller::api::incident::IncidentPhase;
 use aws_recovery_controller::api::plan::{PlanPhase, StepPhase};
 use serde_json::{Value, json};
 
+use support::broken::{Broken, Kind};
 use support::controller::ControllerProcess;
 use support::{Faults, aws, eventually, kubectl, namespace, plans, policy, unique};
 
@@ -183,159 +184,77 @@ async fn rds_single_az_reboots_without_failover() {
     rds_failover(false).await;
 }
 
-/// A failing health check with a failover record pointing at a backup in another zone.
-struct Dns {
-    client: kube::Client,
-    ns: String,
-    zone: String,
-    zone_name: String,
-    hc: String,
-    faults: Faults,
-}
-
-impl Dns {
-    async fn failing(prefix: &str) -> Self {
-        let client = support::client().await;
-        let ns = namespace(&client, prefix).await;
-        let cfg = aws::config().await;
-        let faults = Faults::from_env();
-        let zone_name = format!("{}.example.com", unique("z"));
-        let zone = aws::hosted_zone(&cfg, &zone_name).await;
-        let hc = aws::health_check(&cfg, &format!("api.{zone_name}")).await;
-        faults.health_check(&hc, 3, 3).await;
-        let targets = json!({"route53HealthChecks": [{"healthCheckId": hc, "failover": {
-            "hostedZoneId": zone, "recordName": format!("api.{zone_name}"), "recordType": "A",
-            "aliasTarget": {"dnsName": "backup-lb.elb.amazonaws.com", "hostedZoneId": "Z35SXDOTRQ7X7K", "evaluateTargetHealth": true}}}]});
-        policy::create(&client, &ns, "edge", policy_spec(targets, json!({}))).await;
-        Self { client, ns, zone, zone_name, hc, faults }
-    }
-
-    async fn changes(&self) -> Vec<Value> {
-        self.faults.calls_for("route53", "ChangeResourceRecordSets", "HostedZoneId", &self.zone).await
-    }
-}
-
 #[tokio::test]
 async fn dns_failover_aliases_the_target_zone() {
-    let d = Dns::failing("rec-dns").await;
+    let d = Broken::new(Kind::Dns, "rec-dns", json!({})).await;
     d.faults.settings(json!({"route53": {"changePendingCalls": 0}})).await;
     let _ctl = ControllerProcess::start(&d.ns);
     let done = plans::wait_phase(&d.client, &d.ns, PlanPhase::Completed, WAIT).await;
-    let changes = d.changes().await;
+    let changes = d.mutations().await;
     assert_eq!(changes.len(), 1, "{changes:?}");
     let st = done.status.unwrap();
     assert!(st.steps[0].evidence.contains_key("changeId"));
     assert_eq!(st.steps[1].evidence.get("changeStatus").map(String::as_str), Some("INSYNC"));
     let cfg = aws::config().await;
     let sets =
-        aws_sdk_route53::Client::new(&cfg).list_resource_record_sets().hosted_zone_id(&d.zone).send().await.unwrap();
+        aws_sdk_route53::Client::new(&cfg).list_resource_record_sets().hosted_zone_id(&d.id).send().await.unwrap();
     let rec = sets
         .resource_record_sets()
         .iter()
-        .find(|r| r.name().trim_end_matches('.') == format!("api.{}", d.zone_name))
+        .find(|r| Some(r.name().trim_end_matches('.')) == d.record.as_deref())
         .expect("the record");
     let alias = rec.alias_target().expect("an alias");
     assert_eq!(alias.dns_name().trim_end_matches('.'), "backup-lb.elb.amazonaws.com");
     assert_eq!(alias.hosted_zone_id(), "Z35SXDOTRQ7X7K", "the alias target's own zone, not the record's");
-    d.faults.clear_health_check(&d.hc).await;
+    d.heal().await;
 }
-
-/// Counts the mutating calls made for a test's target (and heals what needs healing).
-type CallCounter = Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = usize>>>>;
 
 /// Kill test: the controller aborts at `failpoint`, a new one takes over, and the mutating
 /// call reaches AWS exactly once while the plan completes.
-async fn killed_at(failpoint: &str, template: &str) {
-    let prefix = format!("kill-{template}");
-    let (client, ns, count): (kube::Client, String, CallCounter) = match template {
-        "ecs" => {
-            let e = Ecs::degraded(&prefix, json!({})).await;
-            let (client, ns) = (e.client.clone(), e.ns.clone());
-            let e = std::rc::Rc::new(e);
-            (
-                client,
-                ns,
-                Box::new(move || {
-                    let e = e.clone();
-                    Box::pin(async move {
-                        let n = e.restarts().await.len();
-                        if n > 0 {
-                            e.heal().await;
-                        }
-                        n
-                    })
-                }),
-            )
+async fn killed_at(failpoint: &str, kind: Kind) {
+    let b = Broken::new(kind, &format!("kill-{kind:?}").to_lowercase(), json!({})).await;
+    // Counts the target's mutating calls and, once there is one, lets the target heal.
+    let count = || async {
+        let n = b.mutations().await.len();
+        if n > 0 {
+            b.heal().await;
         }
-        "rds" => {
-            let client = support::client().await;
-            let ns = namespace(&client, &prefix).await;
-            let cfg = aws::config().await;
-            let faults = Faults::from_env();
-            let db = unique("kdb");
-            aws::rds_instance(&cfg, &db, true).await;
-            faults.rds_instance(json!({"dbInstanceIdentifier": db, "status": "failed"})).await;
-            policy::create(&client, &ns, "data", policy_spec(json!({"rdsInstances": [{"identifier": db}]}), json!({})))
-                .await;
-            (
-                client,
-                ns,
-                Box::new(move || {
-                    let (faults, db) = (faults.clone(), db.clone());
-                    Box::pin(async move {
-                        faults.calls_for("rds", "RebootDBInstance", "DBInstanceIdentifier", &db).await.len()
-                    })
-                }),
-            )
-        }
-        _ => {
-            let d = std::rc::Rc::new(Dns::failing(&prefix).await);
-            let (client, ns) = (d.client.clone(), d.ns.clone());
-            (
-                client,
-                ns,
-                Box::new(move || {
-                    let d = d.clone();
-                    Box::pin(async move { d.changes().await.len() })
-                }),
-            )
-        }
+        n
     };
-    let mut crashing = ControllerProcess::start_with(&ns, &[("RECOVERY_FAILPOINT", failpoint)]);
+    let mut crashing = ControllerProcess::start_with(&b.ns, &[("RECOVERY_FAILPOINT", failpoint)]);
     let status = crashing.exited(WAIT).await;
     assert!(!status.success(), "the failpoint aborts the process");
     assert!(crashing.log_text().contains(&format!("failpoint {failpoint}")), "{}", crashing.log_text());
-    let before = count().await;
     let expected_before = if failpoint == "after-in-progress" { 0 } else { 1 };
-    assert_eq!(before, expected_before, "calls before the restart");
-    let _ctl = ControllerProcess::start(&ns);
+    assert_eq!(count().await, expected_before, "calls before the restart");
+    let _ctl = ControllerProcess::start(&b.ns);
     eventually("the plan completes after the restart", WAIT, || async {
         count().await;
-        plans::all(&client, &ns).await.into_iter().find(|p| plans::phase(p) == Some(PlanPhase::Completed))
+        plans::all(&b.client, &b.ns).await.into_iter().find(|p| plans::phase(p) == Some(PlanPhase::Completed))
     })
     .await;
-    assert_eq!(count().await, 1, "{template} at {failpoint}: the mutating call reached AWS exactly once");
+    assert_eq!(count().await, 1, "{kind:?} at {failpoint}: the mutating call reached AWS exactly once");
 }
 
 macro_rules! kill_tests {
-    ($($name:ident: $fp:literal, $tpl:literal;)*) => {$(
-        #[tokio::test(flavor = "current_thread")]
+    ($($name:ident: $fp:literal, $kind:expr;)*) => {$(
+        #[tokio::test]
         async fn $name() {
-            killed_at($fp, $tpl).await;
+            killed_at($fp, $kind).await;
         }
     )*};
 }
 
 kill_tests! {
-    kill_ecs_after_in_progress: "after-in-progress", "ecs";
-    kill_ecs_after_aws_call: "after-aws-call", "ecs";
-    kill_ecs_before_completed: "before-completed", "ecs";
-    kill_rds_after_in_progress: "after-in-progress", "rds";
-    kill_rds_after_aws_call: "after-aws-call", "rds";
-    kill_rds_before_completed: "before-completed", "rds";
-    kill_dns_after_in_progress: "after-in-progress", "dns";
-    kill_dns_after_aws_call: "after-aws-call", "dns";
-    kill_dns_before_completed: "before-completed", "dns";
+    kill_ecs_after_in_progress: "after-in-progress", Kind::Ecs;
+    kill_ecs_after_aws_call: "after-aws-call", Kind::Ecs;
+    kill_ecs_before_completed: "before-completed", Kind::Ecs;
+    kill_rds_after_in_progress: "after-in-progress", Kind::Rds;
+    kill_rds_after_aws_call: "after-aws-call", Kind::Rds;
+    kill_rds_before_completed: "before-completed", Kind::Rds;
+    kill_dns_after_in_progress: "after-in-progress", Kind::Dns;
+    kill_dns_after_aws_call: "after-aws-call", Kind::Dns;
+    kill_dns_before_completed: "before-completed", Kind::Dns;
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use aws_config::retry::RetryConfig;
 use aws_sdk_ecs::operation::RequestId;
 use aws_sdk_ecs::primitives::DateTime;
 use aws_sdk_ecs::types::Service;
@@ -31,6 +32,33 @@ fn evidence<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, Stri
 
 fn failed(f: AwsFault) -> ActionOutcome {
     ActionOutcome::Failed { retryable: f.retryable, message: f.to_string() }
+}
+
+/// What a mutating call's failure means for its step. Throttling is AWS refusing the call
+/// before doing anything, so the step waits and sends it again without spending an attempt;
+/// anything else (5xx, a timeout, a lost connection) may have taken effect and costs an
+/// attempt, whose successor starts with the check-first read.
+fn mutation_failed(f: AwsFault) -> ActionOutcome {
+    if f.is_throttling() {
+        // 2–6 s with jitter, so that plans throttled together do not come back together.
+        let retry_after = std::time::Duration::from_millis(2_000 + fastrand::u64(0..4_000));
+        return ActionOutcome::Deferred { message: format!("throttled, nothing was changed: {f}"), retry_after };
+    }
+    failed(f)
+}
+
+/// Per-call override for mutating calls: one HTTP request, never an SDK retry (see
+/// [`mutation_failed`]). Each SDK has its own config type, hence three.
+fn once_ecs() -> aws_sdk_ecs::config::Builder {
+    aws_sdk_ecs::config::Builder::default().retry_config(RetryConfig::disabled())
+}
+
+fn once_rds() -> aws_sdk_rds::config::Builder {
+    aws_sdk_rds::config::Builder::default().retry_config(RetryConfig::disabled())
+}
+
+fn once_route53() -> aws_sdk_route53::config::Builder {
+    aws_sdk_route53::config::Builder::default().retry_config(RetryConfig::disabled())
 }
 
 fn ts(dt: &DateTime) -> Option<Timestamp> {
@@ -128,9 +156,18 @@ async fn restart_service(
         clients
             .observe(
                 "ecs:UpdateService",
-                clients.ecs.update_service().cluster(cluster).service(service).force_new_deployment(true).send().await,
+                clients
+                    .ecs
+                    .update_service()
+                    .cluster(cluster)
+                    .service(service)
+                    .force_new_deployment(true)
+                    .customize()
+                    .config_override(once_ecs())
+                    .send()
+                    .await,
             )
-            .map_err(failed)?
+            .map_err(mutation_failed)?
     };
     let primary = out.service().and_then(|s| s.deployments().iter().find(|d| d.status() == Some("PRIMARY")));
     let id = primary.and_then(|d| d.id()).unwrap_or_default().to_owned();
@@ -264,9 +301,17 @@ async fn reboot_database(
         clients
             .observe(
                 "rds:RebootDBInstance",
-                clients.rds.reboot_db_instance().db_instance_identifier(id).force_failover(force).send().await,
+                clients
+                    .rds
+                    .reboot_db_instance()
+                    .db_instance_identifier(id)
+                    .force_failover(force)
+                    .customize()
+                    .config_override(once_rds())
+                    .send()
+                    .await,
             )
-            .map_err(failed)?
+            .map_err(mutation_failed)?
     };
     Ok(ActionOutcome::Done {
         message: format!("RebootDBInstance accepted (was {status}); {why}"),
@@ -379,9 +424,17 @@ async fn update_dns(clients: &Clients, p: &StepParameters) -> Result<ActionOutco
         clients
             .observe(
                 "route53:ChangeResourceRecordSets",
-                clients.route53.change_resource_record_sets().hosted_zone_id(zone).change_batch(batch).send().await,
+                clients
+                    .route53
+                    .change_resource_record_sets()
+                    .hosted_zone_id(zone)
+                    .change_batch(batch)
+                    .customize()
+                    .config_override(once_route53())
+                    .send()
+                    .await,
             )
-            .map_err(failed)?
+            .map_err(mutation_failed)?
     };
     let change_id = out.change_info().map(|c| c.id().to_owned()).unwrap_or_default();
     Ok(ActionOutcome::Done {

@@ -58,6 +58,31 @@ impl Clients {
     }
 }
 
+/// How the process talks to AWS (the `run` command's `--aws-*` flags).
+#[derive(Clone, Debug)]
+pub struct AwsSettings {
+    /// Calls in flight across the process.
+    pub in_flight: usize,
+    /// The circuit breaker.
+    pub breaker: BreakerConfig,
+    /// One HTTP attempt's limit. A mutating call that runs past it may still take effect,
+    /// which the next attempt's check-first read finds.
+    pub attempt_timeout: Duration,
+    /// A whole operation's limit, the SDK's retries of reads included.
+    pub operation_timeout: Duration,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        Self {
+            in_flight: 32,
+            breaker: BreakerConfig::default(),
+            attempt_timeout: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Process-wide limits on AWS calls.
 #[derive(Debug)]
 pub struct Limits {
@@ -80,19 +105,19 @@ pub struct ClientCache {
 impl ClientCache {
     /// Loads the standard provider chain (environment, web identity / IRSA, profile) once.
     /// `AWS_ENDPOINT_URL` is honoured by the SDK, which is how tests reach moto.
-    pub async fn from_env(max_in_flight: usize, breaker: BreakerConfig, metrics: Arc<Metrics>) -> Self {
+    pub async fn from_env(settings: AwsSettings, metrics: Arc<Metrics>) -> Self {
         let base = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::standard().with_max_attempts(4).with_max_backoff(Duration::from_secs(5)))
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(3))
-                    .operation_attempt_timeout(Duration::from_secs(10))
-                    .operation_timeout(Duration::from_secs(30))
+                    .operation_attempt_timeout(settings.attempt_timeout)
+                    .operation_timeout(settings.operation_timeout)
                     .build(),
             )
             .load()
             .await;
-        Self::new(base, max_in_flight, breaker, metrics)
+        Self::new(base, settings.in_flight, settings.breaker, metrics)
     }
 
     /// From a ready config (tests).

@@ -1,8 +1,10 @@
 //! The only code that talks to AWS: clients per region and role, probes, and (later) actions.
 //!
-//! Every call goes through the SDK's standard retry (exponential backoff with jitter for
+//! Every read goes through the SDK's standard retry (exponential backoff with jitter for
 //! throttling, 5xx and timeouts) under per-attempt and per-operation timeouts, and through a
-//! process-wide bound on calls in flight. Route 53 calls also pass a process-wide rate
+//! process-wide bound on calls in flight. Mutating calls are sent once per attempt, never
+//! retried by the SDK: a call that timed out or lost its connection may have taken effect,
+//! so only the step machine may try again, after its check-first read (see `act`). Route 53 calls also pass a process-wide rate
 //! limiter, since its 5 requests per second are per account, not per policy.
 
 pub mod act;
@@ -11,5 +13,5 @@ pub mod clients;
 pub mod error;
 pub mod probe;
 
-pub use clients::{ClientCache, Clients};
+pub use clients::{AwsSettings, ClientCache, Clients};
 pub use error::AwsFault;

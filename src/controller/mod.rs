@@ -267,6 +267,15 @@ async fn log_result<T, E: std::fmt::Display>(kind: &'static str, res: Result<T, 
     }
 }
 
+/// Set once SIGTERM or Ctrl-C arrived: reconciles finish what they started but begin
+/// nothing new, so a stop never leaves an action without its record.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the process is shutting down.
+pub fn stopping() -> bool {
+    STOPPING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let term = async {
@@ -281,5 +290,7 @@ pub async fn shutdown_signal() {
         _ = term => {},
         _ = tokio::signal::ctrl_c() => {},
     }
-    tracing::info!("shutting down: finishing in-flight reconciles");
+    if !STOPPING.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!("shutting down: finishing in-flight reconciles, starting nothing new");
+    }
 }

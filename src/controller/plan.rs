@@ -52,6 +52,10 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
         plans.list(&ListParams::default().labels(&format!("{POLICY_LABEL}={}", plan.spec.policy))).await?.items;
 
     for _ in 0..MAX_TRANSITIONS {
+        // Shutting down: what was started is recorded by now; the next replica goes on.
+        if super::stopping() {
+            return Ok(Action::await_change());
+        }
         let gate = gate(&plan, policy.as_ref(), incident.as_ref(), &siblings, ctx.aws.circuit_open());
         let status = plan.status.clone().unwrap_or_default();
         let inputs = Inputs {

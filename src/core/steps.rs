@@ -429,7 +429,7 @@ pub fn record_action(i: &Inputs, started: Started, outcome: ActionOutcome) -> Up
         }
         ActionOutcome::Failed { message, retryable } => {
             if retryable && started.attempt < i.settings.max_attempts {
-                let backoff = backoff(i.settings, started.attempt);
+                let backoff = backoff(i.settings, started.attempt, &i.spec.incident);
                 let st = step_mut(&mut s, order);
                 st.phase = StepPhase::Pending;
                 st.next_attempt_at = Some(Time(add(i.now, backoff)));
@@ -659,9 +659,14 @@ fn progress(s: &RecoveryPlanStatus, spec: &RecoveryPlanSpec) -> String {
     format!("{done}/{}", spec.steps.len())
 }
 
-fn backoff(settings: &Settings, attempt: u32) -> Duration {
+/// Exponential backoff plus up to a quarter more, spread by `spread` (the incident's name):
+/// plans that failed together in an AWS outage do not all come back in the same second.
+/// Derived, not random, so the machine stays a pure function of its inputs.
+fn backoff(settings: &Settings, attempt: u32, spread: &str) -> Duration {
     let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
-    settings.retry_base.saturating_mul(factor).min(settings.retry_max)
+    let base = settings.retry_base.saturating_mul(factor).min(settings.retry_max);
+    let hash = spread.bytes().fold(attempt as u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    base + base.mul_f64((hash % 1000) as f64 / 4000.0)
 }
 
 #[cfg(test)]

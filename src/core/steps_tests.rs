@@ -165,18 +165,29 @@ fn already_done_completes_without_calling() {
 #[test]
 fn retryable_failure_backs_off_then_retries_keeping_the_first_start() {
     let mut p = Plan::new().at_first_action();
-    let u = p.act(ActionOutcome::Failed { message: "ThrottlingException".into(), retryable: true });
-    assert_eq!(u.requeue, Some(Duration::from_secs(10)));
+    let u = p.act(ActionOutcome::Failed { message: "InternalFailure".into(), retryable: true });
+    let first = u.requeue.expect("a backoff");
+    assert!((Duration::from_secs(10)..=Duration::from_millis(12_500)).contains(&first), "{first:?}: 10 s + jitter");
     assert_eq!(p.step(1).phase, StepPhase::Pending);
-    assert_eq!(p.step(1).next_attempt_at, Some(Time(at(10))));
+    assert_eq!(p.step(1).next_attempt_at, Some(Time(add(at(0), first))));
     p.now = at(5);
-    assert_eq!(p.decide(), Next::Wait(Some(Duration::from_secs(5))));
-    p.now = at(10);
+    assert_eq!(p.decide(), Next::Wait(Some(first - Duration::from_secs(5))));
+    p.now = at(13);
     assert!(matches!(p.persist()[..], [Transition::StepStarted { attempt: 2, .. }]));
     assert_eq!(p.step(1).started_at, Some(Time(at(0))), "the effect check still looks back to the first attempt");
-    assert_eq!(p.step(1).attempt_started_at, Some(Time(at(10))));
+    assert_eq!(p.step(1).attempt_started_at, Some(Time(at(13))));
     let u = p.act(ActionOutcome::Failed { message: "500".into(), retryable: true });
-    assert_eq!(u.requeue, Some(Duration::from_secs(20)), "backoff doubles");
+    let second = u.requeue.expect("a backoff");
+    assert!((Duration::from_secs(20)..=Duration::from_secs(25)).contains(&second), "{second:?}: backoff doubles");
+}
+
+#[test]
+fn backoff_jitter_spreads_plans_but_is_a_function_of_its_inputs() {
+    let s = Settings::default();
+    let spread: std::collections::BTreeSet<_> = (0..20).map(|n| backoff(&s, 1, &format!("shop-web-{n}"))).collect();
+    assert!(spread.len() > 10, "twenty incidents retry at {} distinct times", spread.len());
+    assert_eq!(backoff(&s, 2, "shop-web-1"), backoff(&s, 2, "shop-web-1"));
+    assert!(spread.iter().all(|d| (s.retry_base..=s.retry_base.mul_f64(1.25)).contains(d)));
 }
 
 #[test]

@@ -101,4 +101,10 @@ impl Faults {
     pub async fn changes(&self) -> Value {
         self.send(reqwest::Method::GET, "/route53/changes", None).await
     }
+
+    /// Forces a tracked Route 53 change's status (`INSYNC`, `PENDING`).
+    pub async fn force_change(&self, change_id: &str, status: &str) {
+        let id = change_id.rsplit('/').next().unwrap_or(change_id);
+        self.send(reqwest::Method::POST, &format!("/route53/changes/{id}"), Some(json!({"status": status}))).await;
+    }
 }

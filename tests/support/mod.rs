@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod aws;
+pub mod broken;
 pub mod controller;
 pub mod faults;
 pub mod plans;
@@ -127,4 +128,22 @@ where
 /// Labels selecting what a test made.
 pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Events about one object, as (type, reason, note), oldest first.
+pub async fn events(client: &Client, ns: &str, name: &str) -> Vec<(String, String, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let mut items: Vec<_> = api
+        .list(&Default::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect();
+    items.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+    items
+        .into_iter()
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
 }
