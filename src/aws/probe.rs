@@ -75,6 +75,14 @@ pub async fn probe_ecs(clients: &Clients, cluster: &str, services: &[String]) ->
     };
     let out = match result {
         Ok(out) => out,
+        // A missing cluster is a target that does not exist, not AWS failing.
+        Err(fault) if fault.code == "ClusterNotFoundException" => {
+            for s in services {
+                report.probes.insert(key(s), Probe::Unknown(format!("ECS has no cluster {cluster}")));
+                report.missing.push(key(s));
+            }
+            return report;
+        }
         Err(fault) => {
             for s in services {
                 report.probes.insert(key(s), Probe::Unknown(fault.to_string()));
@@ -212,10 +220,12 @@ pub async fn probe_health_check(clients: &Clients, id: &str) -> ProbeReport {
             };
             report.probes.insert(key, probe);
         }
+        // A missing check is a target that does not exist, not AWS failing.
+        Err(fault) if fault.code == "NoSuchHealthCheck" => {
+            report.missing.push(key.clone());
+            report.probes.insert(key, Probe::Unknown(format!("Route 53 has no health check {id}")));
+        }
         Err(fault) => {
-            if fault.code == "NoSuchHealthCheck" {
-                report.missing.push(key.clone());
-            }
             report.probes.insert(key, Probe::Unknown(fault.to_string()));
             report.faults.push(fault);
         }

@@ -20,7 +20,7 @@ use crate::api::common::{self, parse_duration};
 use crate::api::incident::Incident;
 use crate::api::policy::{RecoveryPolicyStatus, TargetState};
 use crate::aws::probe::{ProbeReport, probe_policy};
-use crate::core::detection::{Decision, adopt_orphans, detect};
+use crate::core::detection::{Decision, adopt_orphans, detect, probe_wait};
 use crate::core::rails::{Held, RailInputs, may_act};
 use crate::core::time::{add, since};
 use crate::metrics::IncidentLabels;
@@ -52,7 +52,7 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
     // than probeInterval; a changed spec is probed at once.
     let spec_seen = status.observed_generation == policy.metadata.generation;
     if let Some(last) = &status.last_probe_time {
-        let due = add(last.0, interval);
+        let due = add(last.0, probe_wait(interval, last.0, aws_failing_since(&status)));
         if spec_seen && now < due {
             return Ok(Action::requeue(since(due, now).max(Duration::from_millis(100))));
         }
@@ -99,14 +99,43 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
             policy.metadata.generation,
             now,
         );
+        // A policy whose people cannot be told is not ready, whatever AWS says.
+        let ready = common::condition(&next.conditions, conditions::READY).is_some_and(|c| c.status == common::TRUE);
+        if !ok && ready {
+            let message = "alerts cannot be delivered; see AlertsConfigured";
+            let g = policy.metadata.generation;
+            common::set_condition(
+                &mut next.conditions,
+                conditions::READY,
+                false,
+                "AlertsNotConfigured",
+                message,
+                g,
+                now,
+            );
+        }
     }
     if let Some(held) = set_remediation_allowed(&policy, &mut next, ctx.aws.circuit_open(), now) {
         ctx.event(&*policy, EventType::Warning, held.rail.reason(), "Guard", held.message).await;
     }
+    let wait = probe_wait(interval, now, aws_failing_since(&next));
+    if wait > interval {
+        // Say why the policy is probed less often than it asks.
+        if let Some(c) = next.conditions.iter_mut().find(|c| c.type_ == conditions::AWS_REACHABLE) {
+            c.message = format!("{}; backing off: next probe in {}s", c.message, wait.as_secs());
+        }
+    }
     write_status(&policy, &ctx, &next).await?;
 
     let elapsed = since(crate::controller::now(), now);
-    Ok(Action::requeue(interval.saturating_sub(elapsed).max(Duration::from_secs(1))))
+    Ok(Action::requeue(wait.saturating_sub(elapsed).max(Duration::from_secs(1))))
+}
+
+/// Since when the policy's AWS calls have been failing, if they are.
+fn aws_failing_since(status: &RecoveryPolicyStatus) -> Option<Timestamp> {
+    common::condition(&status.conditions, conditions::AWS_REACHABLE)
+        .filter(|c| c.status == common::FALSE)
+        .map(|c| c.last_transition_time.0)
 }
 
 /// Carries out detection's decisions. Returns the states to persist, corrected for what the

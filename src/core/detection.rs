@@ -169,6 +169,25 @@ pub fn detect(
     Cycle { states, decisions, counts }
 }
 
+/// Longest wait between probes while AWS keeps failing for a policy.
+pub const MAX_PROBE_BACKOFF: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// How long after its last probe a policy is probed again: `probeInterval`, or, while its
+/// AWS calls fail (`failing_since`, the time AwsReachable turned False), as long as they
+/// have been failing, so the wait doubles from one probe to the next, up to five minutes.
+/// An unreachable endpoint or a throttled account is not hammered; a recovered one is
+/// probed at the usual pace from the first success on.
+pub fn probe_wait(
+    interval: std::time::Duration,
+    last_probe: Timestamp,
+    failing_since: Option<Timestamp>,
+) -> std::time::Duration {
+    match failing_since {
+        Some(t0) => super::time::since(last_probe, t0).clamp(interval, MAX_PROBE_BACKOFF.max(interval)),
+        None => interval,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +204,29 @@ mod tests {
     }
     fn err() -> Probe {
         Probe::Unknown("ThrottlingException".into())
+    }
+
+    #[test]
+    fn probe_wait_doubles_while_aws_fails_and_resets_on_success() {
+        use crate::core::testing::at;
+        use std::time::Duration;
+        let i = Duration::from_secs(10);
+        let cases = [
+            // (last probe, failing since, wait)
+            (at(0), None, i),
+            (at(0), Some(at(0)), i),  // the first failed probe: the usual pace
+            (at(10), Some(at(0)), i), // failing 10 s: wait 10 s
+            (at(20), Some(at(0)), Duration::from_secs(20)),
+            (at(40), Some(at(0)), Duration::from_secs(40)),
+            (at(10_000), Some(at(0)), MAX_PROBE_BACKOFF),
+            (at(10_000), None, i), // AWS answered again
+        ];
+        for (last, since, want) in cases {
+            assert_eq!(probe_wait(i, last, since), want, "last {last}, failing since {since:?}");
+        }
+        let hour = Duration::from_secs(3600);
+        assert_eq!(probe_wait(hour, at(0), Some(at(0))), hour, "never faster than probeInterval");
+        assert_eq!(probe_wait(hour, at(90_000), Some(at(0))), hour);
     }
 
     /// Feeds a sequence of probes to one target; returns the decisions by kind.

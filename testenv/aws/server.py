@@ -30,6 +30,7 @@ POST   /_faults/reset                clear rules, overrides, counters, log, trac
 Fault rules (first matching live rule wins, in creation order)
 POST   /_faults/rules  {"service": "ecs"|"rds"|"route53"|"sts"|"*",
                         "operation": "DescribeServices"|"*"|null,
+                        "region": "eu-west-3" (optional: only requests signed for this region),
                         "match": {"cluster": "c1", "service": "web"}   (optional, see "params" in the log;
                                   list-valued params match if they contain the value),
                         "error": "ThrottlingException", "status": 400, "message": "Rate exceeded",
@@ -486,7 +487,7 @@ class FaultLayer:
             operation = f"{method} {path}"
         return service, operation, params
 
-    def match_rule(self, service: str, operation: str, params: dict):
+    def match_rule(self, service: str, operation: str, params: dict, region: str | None = None):
         with self.state_lock:
             for rule in self.rules:
                 if rule["remaining"] is not None and rule["remaining"] <= 0:
@@ -494,6 +495,8 @@ class FaultLayer:
                 if rule["service"] not in (None, "*", service):
                     continue
                 if rule["operation"] not in (None, "*", operation):
+                    continue
+                if rule.get("region") not in (None, region):
                     continue
                 if not self._params_match(rule.get("match") or {}, params):
                     continue
@@ -547,7 +550,7 @@ class FaultLayer:
             self.log.append(entry)
             if len(self.log) > self.log_limit:
                 del self.log[: len(self.log) - self.log_limit]
-        rule = self.match_rule(service, operation, params)
+        rule = self.match_rule(service, operation, params, region)
         try:
             if rule:
                 entry["rule"] = rule["id"]
@@ -875,7 +878,7 @@ class FaultLayer:
                     self.rules = []
                     return 200, {"ok": True}
                 if method == "POST":
-                    known = {"service", "operation", "match", "error", "status", "message",
+                    known = {"service", "operation", "region", "match", "error", "status", "message",
                              "count", "skip", "delayMs", "reset"}
                     unknown = set(doc) - known
                     if unknown:
@@ -887,7 +890,8 @@ class FaultLayer:
                     count = doc.get("count")
                     rule = {
                         "id": f"r{self.rule_seq}", "service": doc.get("service"),
-                        "operation": doc.get("operation"), "match": doc.get("match") or {},
+                        "operation": doc.get("operation"), "region": doc.get("region"),
+                        "match": doc.get("match") or {},
                         "error": doc.get("error"), "status": doc.get("status"),
                         "message": doc.get("message"), "count": count,
                         "skip": int(doc.get("skip") or 0), "delayMs": doc.get("delayMs") or 0,
