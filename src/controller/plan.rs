@@ -39,12 +39,13 @@ const MAX_TRANSITIONS: usize = 12;
 pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = plan.namespace().unwrap_or_default();
     let plans: Api<RecoveryPlan> = Api::namespaced(ctx.client.clone(), &ns);
-    // Plans of one policy are advanced one at a time, so that two of them cannot both see
-    // room under maxConcurrentPlans and both start.
-    let lock = ctx.policy_lock(&ns, &plan.spec.policy);
-    let _guard = lock.lock().await;
+    // A plan starts under its policy's lock, so that two plans cannot both see room under
+    // maxConcurrentPlans and both start. Once persisted as Executing it counts against the
+    // others and lets go: plans already running act, verify and finish concurrently.
+    let mut guard = Some(ctx.policy_lock(&ns, &plan.spec.policy).lock_owned().await);
     // Decisions rest on what is persisted, not on a watch cache that may lag our last write.
     let Some(mut plan) = plans.get_opt(&plan.name_any()).await? else { return Ok(Action::await_change()) };
+    release_once_started(&plan, &mut guard);
     let policy = Api::<RecoveryPolicy>::namespaced(ctx.client.clone(), &ns).get_opt(&plan.spec.policy).await?;
     let incident = Api::<Incident>::namespaced(ctx.client.clone(), &ns).get_opt(&plan.spec.incident).await?;
     let settings = settings(policy.as_ref());
@@ -101,6 +102,7 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
             .iter()
             .any(|t| matches!(t, Transition::StepStarted { action, .. } if action.is_mutating()));
         plan = persist(&ctx, &plans, plan, update).await?;
+        release_once_started(&plan, &mut guard);
         if started_action {
             ctx.failpoint("after-in-progress");
         }
@@ -109,6 +111,14 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
         }
     }
     Ok(Action::requeue(Duration::from_millis(100)))
+}
+
+/// Drops the policy lock once the plan is Executing or finished (see `reconcile`).
+fn release_once_started(plan: &RecoveryPlan, guard: &mut Option<tokio::sync::OwnedMutexGuard<()>>) {
+    let phase = plan.status.as_ref().and_then(|s| s.phase);
+    if phase.is_some_and(|p| p == PlanPhase::Executing || p.is_terminal()) {
+        guard.take();
+    }
 }
 
 /// Writes the new status (if it differs) with the plan's resourceVersion as precondition,
