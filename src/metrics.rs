@@ -85,6 +85,8 @@ pub struct Metrics {
     pub plans: Family<OutcomeLabel, Counter>,
     /// Step duration by action.
     pub step_seconds: Family<ActionLabel, Histogram>,
+    /// One policy's probe cycle: all of its AWS calls (the count is the number of cycles).
+    pub probe_cycle_seconds: Histogram,
     /// First unhealthy probe → incident opened.
     pub detection_seconds: Histogram,
     /// Incident detected → first mutating AWS call.
@@ -121,6 +123,7 @@ impl Default for Metrics {
             open_incidents: Family::default(),
             plans: Family::default(),
             step_seconds,
+            probe_cycle_seconds: Histogram::new(seconds_buckets()),
             detection_seconds: Histogram::new(seconds_buckets()),
             action_seconds: Histogram::new(seconds_buckets()),
             alerts: Family::default(),
@@ -135,6 +138,7 @@ impl Default for Metrics {
         r.register("open_incidents", "Open incidents by type and severity", m.open_incidents.clone());
         r.register("plans", "Plans that ended, by outcome", m.plans.clone());
         r.register("step_duration_seconds", "Plan step duration by action", m.step_seconds.clone());
+        r.register("probe_cycle_seconds", "One policy's probe cycle, all its AWS calls", m.probe_cycle_seconds.clone());
         r.register(
             "detection_latency_seconds",
             "First unhealthy probe to incident opened",

@@ -206,8 +206,9 @@ fn run_detection(case: &DetectionCase, agree: Agree) -> Result<Incidents, TestCa
             let before = mem.state(key);
             let old = mem.history.get(key).cloned().unwrap_or_default();
             let new = &next.history[key];
-            prop_assert_eq!(before.consecutive_failures, trailing(&old, P::Unhealthy), "failures of {}", key);
-            prop_assert_eq!(before.consecutive_successes, trailing(&old, P::Healthy), "successes of {}", key);
+            // Streaks are counted up to their threshold (no status write for a steady target).
+            prop_assert_eq!(before.consecutive_failures, trailing(&old, P::Unhealthy).min(f), "failures of {}", key);
+            prop_assert_eq!(before.consecutive_successes, trailing(&old, P::Healthy).min(s), "successes of {}", key);
             let decision = cycle
                 .decisions
                 .iter()

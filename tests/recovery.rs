@@ -372,3 +372,41 @@ async fn cooldown_holds_a_relapse() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(e.restarts().await.len(), 1, "no second restart within the cooldown");
 }
+
+/// A plan costs the fewest writes the protocol allows: its creation, the step InProgress
+/// before the call, the call's outcome together with the verify step starting, and the
+/// verification together with the plan completing. Polls that find nothing new write nothing.
+#[tokio::test]
+async fn a_plan_costs_the_fewest_writes() {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+
+    let e = Ecs::degraded("rec-writes", json!({})).await;
+    let api = kube::Api::<aws_recovery_controller::api::plan::RecoveryPlan>::namespaced(e.client.clone(), &e.ns);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let watch = {
+        let seen = seen.clone();
+        tokio::spawn(watcher(api, watcher::Config::default()).applied_objects().for_each(move |p| {
+            if let Ok(p) = p {
+                seen.lock().unwrap().insert((p.metadata.name.clone(), p.metadata.resource_version.clone()));
+            }
+            futures::future::ready(())
+        }))
+    };
+    let _ctl = ControllerProcess::start(&e.ns);
+    eventually("the verify step", WAIT, || async {
+        plans::all(&e.client, &e.ns).await.into_iter().find(|p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.steps.iter().any(|st| st.order == 2 && st.phase == StepPhase::InProgress))
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(11)).await; // two verify polls that find the same
+    e.heal().await;
+    plans::wait_phase(&e.client, &e.ns, PlanPhase::Completed, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    watch.abort();
+    let versions = seen.lock().unwrap().clone();
+    assert_eq!(versions.len(), 4, "create, InProgress, restarted + verifying, verified + completed: {versions:?}");
+}

@@ -398,7 +398,9 @@ pub struct RecoveryPolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// When the targets were last probed.
+    /// When the targets were last probed: written with every change of this status and at
+    /// least every 5 minutes while nothing changes (so a steady policy costs no write per
+    /// probe). The metric `recovery_probe_cycle_seconds` counts every cycle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe_time: Option<Time>,
     /// Target counts from the last probe.
@@ -435,10 +437,10 @@ pub struct TargetCounts {
 pub struct TargetState {
     /// The target's key, e.g. `ecs/prod/checkout`, `rds/prod-db`, `route53/<id>`.
     pub target: String,
-    /// Unhealthy probes in a row.
+    /// Unhealthy probes in a row, counted up to `failureThreshold`.
     #[serde(default)]
     pub consecutive_failures: u32,
-    /// Healthy probes in a row.
+    /// Healthy probes in a row, counted up to `successThreshold`.
     #[serde(default)]
     pub consecutive_successes: u32,
     /// The first probe of the current unhealthy streak (for detection latency).

@@ -54,6 +54,11 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Test-only: admit `http` Slack webhooks.
     pub allow_insecure_endpoints: bool,
+    /// When each policy (`namespace/name`) was last probed by this process: the status
+    /// records it only now and then (see `policy::HEARTBEAT`).
+    last_probes: std::sync::Mutex<std::collections::HashMap<String, k8s_openapi::jiff::Timestamp>>,
+    /// The incident controller's cache, for detection's look at open incidents.
+    incidents: std::sync::OnceLock<kube::runtime::reflector::Store<Incident>>,
 }
 
 impl Context {
@@ -75,7 +80,27 @@ impl Context {
             metrics,
             http: reqwest::Client::new(),
             allow_insecure_endpoints,
+            last_probes: Default::default(),
+            incidents: Default::default(),
         })
+    }
+
+    /// The cache of incidents once it holds the initial list (`None` before `run`, or while
+    /// it is not filled within a few seconds: callers then ask the API server).
+    pub async fn incident_cache(&self) -> Option<&kube::runtime::reflector::Store<Incident>> {
+        let store = self.incidents.get()?;
+        let ready = tokio::time::timeout(std::time::Duration::from_secs(5), store.wait_until_ready()).await;
+        matches!(ready, Ok(Ok(()))).then_some(store)
+    }
+
+    /// When this process last probed the policy `key` (`namespace/name`).
+    pub fn last_probe(&self, key: &str) -> Option<k8s_openapi::jiff::Timestamp> {
+        self.last_probes.lock().expect("not poisoned").get(key).copied()
+    }
+
+    /// Records a probe of the policy `key`.
+    pub fn probed(&self, key: &str, at: k8s_openapi::jiff::Timestamp) {
+        self.last_probes.lock().expect("not poisoned").insert(key.to_owned(), at);
     }
 
     /// The lock of one policy.
@@ -218,7 +243,9 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, scope: Scope) {
         .graceful_shutdown_on(shutdown_signal())
         .run(|o, c| measured("policy", c.clone(), policy::reconcile(o, c)), error_policy, ctx.clone())
         .for_each(|r| log_result("policy", r));
-    let incidents = Controller::new(api::<Incident>(client, &namespace), watch.clone())
+    let incident_controller = Controller::new(api::<Incident>(client, &namespace), watch.clone());
+    let _ = ctx.incidents.set(incident_controller.store());
+    let incidents = incident_controller
         .owns(api::<RecoveryPlan>(client, &namespace), watch.clone())
         .with_config(cfg.clone())
         .graceful_shutdown_on(shutdown_signal())
@@ -230,7 +257,21 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, scope: Scope) {
         .graceful_shutdown_on(shutdown_signal())
         .run(|o, c| measured("alert", c.clone(), alerts::reconcile(o, c)), error_policy, ctx.clone())
         .for_each(|r| log_result("alert", r));
-    let plans = Controller::new(api::<RecoveryPlan>(client, &namespace), watch)
+    let plan_controller = Controller::new(api::<RecoveryPlan>(client, &namespace), watch.clone());
+    let plan_store = plan_controller.store();
+    let plans = plan_controller
+        // A policy's status write (its counts, for the storm guard) may free its unfinished
+        // plans at once rather than at their next recheck.
+        .watches(api::<RecoveryPolicy>(client, &namespace), watch, move |policy| {
+            let (ns, name) = (policy.namespace(), policy.name_any());
+            plan_store
+                .state()
+                .into_iter()
+                .filter(|p| p.namespace() == ns && p.spec.policy == name)
+                .filter(|p| !p.status.as_ref().and_then(|s| s.phase).is_some_and(|phase| phase.is_terminal()))
+                .map(|p| kube::runtime::reflector::ObjectRef::from_obj(&*p))
+                .collect::<Vec<_>>()
+        })
         .with_config(cfg)
         .graceful_shutdown_on(shutdown_signal())
         .run(|o, c| measured("plan", c.clone(), plan::reconcile(o, c)), error_policy, ctx.clone())

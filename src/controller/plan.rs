@@ -18,12 +18,12 @@ use tracing::{info, instrument, warn};
 use crate::api::RecoveryPolicy;
 use crate::api::common::parse_duration;
 use crate::api::incident::{Incident, IncidentPhase};
-use crate::api::plan::{APPROVED_BY_ANNOTATION, PlanPhase, RecoveryPlan, StepAction};
+use crate::api::plan::{APPROVED_BY_ANNOTATION, PlanPhase, RecoveryPlan, RecoveryPlanStatus, StepAction};
 use crate::api::policy::RemediationMode;
 use crate::aws::act::{self, ActContext};
 use crate::core::rails::{RailInputs, may_act};
 use crate::core::steps::{
-    ActionOutcome, Gate, Inputs, Next, Settings, Transition, Update, decide, record_action, record_verify,
+    ActionOutcome, Gate, Inputs, Next, Settings, Transition, decide, record_action, record_verify,
 };
 
 use super::{Context, Error, POLICY_LABEL, TARGET_LABEL, now, replace_status};
@@ -52,16 +52,23 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
     let siblings =
         plans.list(&ListParams::default().labels(&format!("{POLICY_LABEL}={}", plan.spec.policy))).await?.items;
 
+    // Transitions are applied to `working` and written together: before a mutating call
+    // (its InProgress must be on record first), and whenever the reconcile stops to wait.
+    // Everything else (an action's outcome, the next verify step starting, the plan
+    // completing) rides along, so a plan costs the fewest writes the protocol allows.
+    let mut working = plan.status.clone().unwrap_or_default();
+    let mut unwritten: Vec<Transition> = vec![];
     for _ in 0..MAX_TRANSITIONS {
         // Shutting down: what was started is recorded by now; the next replica goes on.
         if super::stopping() {
+            persist(&ctx, &plans, plan, working, unwritten).await?;
             return Ok(Action::await_change());
         }
-        let gate = gate(&plan, policy.as_ref(), incident.as_ref(), &siblings, ctx.aws.circuit_open());
-        let status = plan.status.clone().unwrap_or_default();
+        let view = RecoveryPlan { status: Some(working.clone()), ..plan.clone() };
+        let gate = gate(&view, policy.as_ref(), incident.as_ref(), &siblings, ctx.aws.circuit_open());
         let inputs = Inputs {
             spec: &plan.spec,
-            status: &status,
+            status: &working,
             manual: policy.as_ref().is_some_and(|p| p.spec.remediation.mode == RemediationMode::Manual),
             approved_by: plan.annotations().get(APPROVED_BY_ANNOTATION).map(String::as_str).filter(|v| !v.is_empty()),
             gate: &gate,
@@ -69,8 +76,14 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
             now: now(),
         };
         let update = match decide(&inputs) {
-            Next::Done => return Ok(Action::await_change()),
-            Next::Wait(after) => return Ok(Action::requeue(after.unwrap_or(RECHECK).min(RECHECK))),
+            Next::Done => {
+                persist(&ctx, &plans, plan, working, unwritten).await?;
+                return Ok(Action::await_change());
+            }
+            Next::Wait(after) => {
+                persist(&ctx, &plans, plan, working, unwritten).await?;
+                return Ok(Action::requeue(after.unwrap_or(RECHECK).min(RECHECK)));
+            }
             Next::Persist(update) => update,
             Next::Act(started) => {
                 let region = started.parameters().region.clone();
@@ -96,20 +109,24 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
                 record_verify(&inputs, started, outcome)
             }
         };
-        let requeue = update.requeue;
-        let started_action = update
+        let starts_action = update
             .transitions
             .iter()
             .any(|t| matches!(t, Transition::StepStarted { action, .. } if action.is_mutating()));
-        plan = persist(&ctx, &plans, plan, update).await?;
-        release_once_started(&plan, &mut guard);
-        if started_action {
-            ctx.failpoint("after-in-progress");
-        }
-        if let Some(after) = requeue {
-            return Ok(Action::requeue(after));
+        working = update.status;
+        unwritten.extend(update.transitions);
+        if starts_action || update.requeue.is_some() {
+            plan = persist(&ctx, &plans, plan, working.clone(), std::mem::take(&mut unwritten)).await?;
+            release_once_started(&plan, &mut guard);
+            if starts_action {
+                ctx.failpoint("after-in-progress");
+            }
+            if let Some(after) = update.requeue {
+                return Ok(Action::requeue(after));
+            }
         }
     }
+    persist(&ctx, &plans, plan, working, unwritten).await?;
     Ok(Action::requeue(Duration::from_millis(100)))
 }
 
@@ -121,19 +138,20 @@ fn release_once_started(plan: &RecoveryPlan, guard: &mut Option<tokio::sync::Own
     }
 }
 
-/// Writes the new status (if it differs) with the plan's resourceVersion as precondition,
-/// then records one Event per transition.
+/// Writes `status` (if it differs) with the plan's resourceVersion as precondition, then
+/// records one Event per transition.
 async fn persist(
     ctx: &Context,
     api: &Api<RecoveryPlan>,
     mut plan: RecoveryPlan,
-    update: Update,
+    status: RecoveryPlanStatus,
+    transitions: Vec<Transition>,
 ) -> Result<RecoveryPlan, Error> {
-    if plan.status.as_ref() != Some(&update.status) {
-        plan.status = Some(update.status);
+    if plan.status.as_ref() != Some(&status) {
+        plan.status = Some(status);
         plan = replace_status(api, &plan).await?;
     }
-    for t in &update.transitions {
+    for t in &transitions {
         record(ctx, &plan, t);
         let type_ = if t.is_warning() { EventType::Warning } else { EventType::Normal };
         if t.is_warning() {
@@ -209,9 +227,14 @@ fn gate(
     inputs.executing_plans = executing as u32;
     inputs.last_plan_ended_at = last_end;
     inputs.aws_circuit_open = aws_circuit_open;
+    // The counts include this incident once the policy's status records it as open (or was
+    // written by a probe after its detection).
+    let recorded = policy.status.as_ref().is_some_and(|s| {
+        s.target_states.iter().any(|t| t.open_incident.as_deref() == Some(plan.spec.incident.as_str()))
+    });
     let probed = policy.status.as_ref().and_then(|s| s.last_probe_time.as_ref()).map(|t| t.0);
     let detected = incident.status.as_ref().and_then(|s| s.detected_at.as_ref()).map(|t| t.0);
-    inputs.counts_current = probed.is_some() && probed >= detected;
+    inputs.counts_current = recorded || (probed.is_some() && probed >= detected);
     match may_act(&inputs) {
         Ok(()) => Gate::Open,
         Err(held) => Gate::Hold(held),

@@ -27,6 +27,9 @@ use crate::metrics::IncidentLabels;
 
 use super::{Context, Error, MANAGER, incidents, now};
 
+/// Longest a policy's `lastProbeTime` may lag while nothing else in its status changes.
+pub const HEARTBEAT: Duration = Duration::from_secs(300);
+
 /// Condition types on a policy.
 pub mod conditions {
     /// All is well: AWS answered and every target exists.
@@ -51,8 +54,9 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
     // Watch events (our own status writes among them) must not make probes more frequent
     // than probeInterval; a changed spec is probed at once.
     let spec_seen = status.observed_generation == policy.metadata.generation;
-    if let Some(last) = &status.last_probe_time {
-        let due = add(last.0, probe_wait(interval, last.0, aws_failing_since(&status)));
+    let key = format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any());
+    if let Some(last) = ctx.last_probe(&key).or(status.last_probe_time.as_ref().map(|t| t.0)) {
+        let due = add(last, probe_wait(interval, last, aws_failing_since(&status)));
         if spec_seen && now < due {
             return Ok(Action::requeue(since(due, now).max(Duration::from_millis(100))));
         }
@@ -60,6 +64,8 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
 
     let clients = ctx.aws.get(&policy.spec.aws.region, policy.spec.aws.role_arn.as_deref()).await;
     let report = probe_policy(&clients, &policy.spec).await;
+    ctx.probed(&key, now);
+    ctx.metrics.probe_cycle_seconds.observe(since(crate::controller::now(), now).as_secs_f64());
     let mut previous = status.target_states.clone();
     adopt_orphans(&policy.name_any(), &policy.spec, &mut previous, &open_incident_names(&ctx, &policy).await?);
     let cycle = detect(&policy.name_any(), &policy.spec, &previous, &report.probes, now);
@@ -79,7 +85,7 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
     let mut next = RecoveryPolicyStatus {
         observed_generation: policy.metadata.generation,
         conditions: status.conditions.clone(),
-        last_probe_time: Some(Time(now)),
+        last_probe_time: status.last_probe_time.clone(),
         open_incidents: states.iter().filter(|s| s.open_incident.is_some()).count() as u32,
         targets: Some(cycle.counts),
         target_states: states,
@@ -124,6 +130,12 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
         if let Some(c) = next.conditions.iter_mut().find(|c| c.type_ == conditions::AWS_REACHABLE) {
             c.message = format!("{}; backing off: next probe in {}s", c.message, wait.as_secs());
         }
+    }
+    // A probe that changed nothing writes nothing, but lastProbeTime is kept within
+    // HEARTBEAT of the truth so people can see the policy is being probed.
+    let stale = next.last_probe_time.as_ref().is_none_or(|t| since(now, t.0) >= HEARTBEAT);
+    if stale || policy.status.as_ref() != Some(&next) {
+        next.last_probe_time = Some(Time(now));
     }
     write_status(&policy, &ctx, &next).await?;
 
@@ -183,21 +195,29 @@ async fn apply_decisions(
     Ok(states)
 }
 
-/// Names of the policy's open incidents (one list call by label), for [`adopt_orphans`].
+/// Names of the policy's open incidents, for [`adopt_orphans`]: from the incident cache, or
+/// one list call by label while the cache is not there.
 async fn open_incident_names(
     ctx: &Context,
     policy: &RecoveryPolicy,
 ) -> Result<std::collections::BTreeSet<String>, Error> {
-    let api: Api<Incident> = Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
-    let lp = kube::api::ListParams::default().labels(&format!("{}={}", super::POLICY_LABEL, policy.name_any()));
-    Ok(api
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .filter(|i| i.status.as_ref().and_then(|s| s.phase) != Some(crate::api::incident::IncidentPhase::Resolved))
-        .map(|i| i.name_any())
-        .collect())
+    let ns = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let open = |i: &Incident| {
+        i.spec.policy == name
+            && i.status.as_ref().and_then(|s| s.phase) != Some(crate::api::incident::IncidentPhase::Resolved)
+    };
+    if let Some(cache) = ctx.incident_cache().await {
+        return Ok(cache
+            .state()
+            .iter()
+            .filter(|i| i.namespace().as_deref() == Some(ns.as_str()) && open(i))
+            .map(|i| i.name_any())
+            .collect());
+    }
+    let api: Api<Incident> = Api::namespaced(ctx.client.clone(), &ns);
+    let lp = kube::api::ListParams::default().labels(&format!("{}={name}", super::POLICY_LABEL));
+    Ok(api.list(&lp).await?.items.iter().filter(|i| open(i)).map(|i| i.name_any()).collect())
 }
 
 /// Publishes the policy's open incidents by type and severity.

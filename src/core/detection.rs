@@ -48,7 +48,9 @@ pub fn step(thresholds: &DetectionSpec, policy: &str, prev: &TargetState, probe:
     let decision = match probe {
         Probe::Unknown(_) => Decision::Nothing,
         Probe::Unhealthy(metrics) => {
-            next.consecutive_failures = prev.consecutive_failures.saturating_add(1);
+            // Streaks count up to their threshold only: past it nothing changes, so a steady
+            // target leaves the policy's status as it was and costs no write.
+            next.consecutive_failures = prev.consecutive_failures.saturating_add(1).min(thresholds.failure_threshold);
             next.consecutive_successes = 0;
             match &prev.open_incident {
                 Some(incident) => Decision::StillUnhealthy { incident: incident.clone(), metrics: metrics.clone() },
@@ -62,7 +64,7 @@ pub fn step(thresholds: &DetectionSpec, policy: &str, prev: &TargetState, probe:
             }
         }
         Probe::Healthy(metrics) => {
-            next.consecutive_successes = prev.consecutive_successes.saturating_add(1);
+            next.consecutive_successes = prev.consecutive_successes.saturating_add(1).min(thresholds.success_threshold);
             next.consecutive_failures = 0;
             match &prev.open_incident {
                 Some(incident) if next.consecutive_successes >= thresholds.success_threshold => {
