@@ -76,6 +76,16 @@ pub async fn open(
     Ok((inc, created))
 }
 
+/// Whether an open incident (as cached) already shows these metrics and was seen recently
+/// enough: then a still-unhealthy probe needs neither a read nor a write.
+pub fn up_to_date(inc: &Incident, metrics: &IncidentMetrics, now: Timestamp) -> bool {
+    inc.status.as_ref().is_some_and(|s| {
+        s.phase.is_some_and(|p| p != IncidentPhase::Resolved)
+            && s.metrics.as_ref() == Some(metrics)
+            && s.last_seen_at.as_ref().is_some_and(|t| since(now, t.0) < LAST_SEEN_REFRESH)
+    })
+}
+
 /// Refreshes metrics and lastSeenAt of an open incident, writing only when the metrics
 /// changed or lastSeenAt is stale. Returns false when the incident no longer exists (a
 /// person deleted it), so detection can open a new one.

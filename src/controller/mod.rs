@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, PartialObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
@@ -262,7 +262,8 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, scope: Scope) {
     let plans = plan_controller
         // A policy's status write (its counts, for the storm guard) may free its unfinished
         // plans at once rather than at their next recheck.
-        .watches(api::<RecoveryPolicy>(client, &namespace), watch, move |policy| {
+        // Only the policy's name is needed: its metadata is all that is decoded.
+        .watches(api::<PartialObjectMeta<RecoveryPolicy>>(client, &namespace), watch, move |policy| {
             let (ns, name) = (policy.namespace(), policy.name_any());
             plan_store
                 .state()

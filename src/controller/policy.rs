@@ -12,6 +12,7 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
@@ -159,37 +160,60 @@ async fn apply_decisions(
     mut states: Vec<TargetState>,
     now: Timestamp,
 ) -> Result<Vec<TargetState>, Error> {
+    use futures::{StreamExt, TryStreamExt};
     let ns = policy.namespace().unwrap_or_default();
     let api: Api<Incident> = Api::namespaced(ctx.client.clone(), &ns);
-    for (target, decision) in decisions {
-        match decision {
-            Decision::Nothing => {}
-            Decision::Open { name, metrics } => {
-                let target = target.expect("open decisions name their target");
-                let (inc, created) = incidents::open(&api, policy, &target, &name, &metrics, now).await?;
-                if created {
-                    info!(incident = %name, target = %target.key, "incident opened");
-                    let note =
-                        format!("opened incident {name} ({}): {}", inc.spec.severity.as_str(), inc.spec.description);
-                    ctx.event(policy, EventType::Warning, "IncidentOpened", "Detect", note).await;
-                }
-            }
-            Decision::StillUnhealthy { incident, metrics } => {
-                if !incidents::still_unhealthy(&api, &incident, &metrics, now).await? {
-                    warn!(%incident, "open incident is gone or resolved; a new one opens if the target stays unhealthy");
-                    if let Some(s) = states.iter_mut().find(|s| s.open_incident.as_deref() == Some(incident.as_str())) {
-                        s.open_incident = None;
+    let cache = ctx.incident_cache().await;
+    // Decisions are about different targets and incidents, so they go to the API server
+    // together (a few at a time): a burst of incidents opens in one round trip's time, and
+    // their plans wait less for the policy's counts that follow.
+    let gone: Vec<Option<String>> = futures::stream::iter(decisions)
+        .map(|(target, decision)| {
+            let (api, ns) = (&api, ns.as_str());
+            async move {
+                match decision {
+                    Decision::Nothing => {}
+                    Decision::Open { name, metrics } => {
+                        let target = target.expect("open decisions name their target");
+                        let (inc, created) = incidents::open(api, policy, &target, &name, &metrics, now).await?;
+                        if created {
+                            info!(incident = %name, target = %target.key, "incident opened");
+                            let note = format!(
+                                "opened incident {name} ({}): {}",
+                                inc.spec.severity.as_str(),
+                                inc.spec.description
+                            );
+                            ctx.event(policy, EventType::Warning, "IncidentOpened", "Detect", note).await;
+                        }
+                    }
+                    Decision::StillUnhealthy { incident, metrics } => {
+                        let cached = cache.and_then(|c| c.get(&ObjectRef::new(&incident).within(ns)));
+                        if cached.is_some_and(|i| incidents::up_to_date(&i, &metrics, now)) {
+                            return Ok(None);
+                        }
+                        if !incidents::still_unhealthy(api, &incident, &metrics, now).await? {
+                            warn!(%incident, "open incident is gone or resolved; a new one opens if the target stays unhealthy");
+                            return Ok(Some(incident));
+                        }
+                    }
+                    Decision::Resolve { incident, metrics } => {
+                        let why = ("Healthy", "the target is healthy again");
+                        resolve(policy, ctx, api, &incident, Some(&metrics), why, now).await?;
+                    }
+                    Decision::Abandon { incident } => {
+                        let why = ("TargetRemoved", "the target was removed from the policy");
+                        resolve(policy, ctx, api, &incident, None, why, now).await?;
                     }
                 }
+                Ok::<_, Error>(None)
             }
-            Decision::Resolve { incident, metrics } => {
-                let why = ("Healthy", "the target is healthy again");
-                resolve(policy, ctx, &api, &incident, Some(&metrics), why, now).await?;
-            }
-            Decision::Abandon { incident } => {
-                let why = ("TargetRemoved", "the target was removed from the policy");
-                resolve(policy, ctx, &api, &incident, None, why, now).await?;
-            }
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    for incident in gone.into_iter().flatten() {
+        if let Some(s) = states.iter_mut().find(|s| s.open_incident.as_deref() == Some(incident.as_str())) {
+            s.open_incident = None;
         }
     }
     Ok(states)
