@@ -120,7 +120,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,aws=warn"));
+        // Our own crates at info, every library at warn. (A directive matches by prefix, so
+        // `aws=warn` would also have silenced `aws_recovery_controller`.)
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,aws_recovery_controller=info,recovery_controller=info")
+        });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match args.log_format {
         LogFormat::Json => builder.json().init(),
