@@ -9,7 +9,7 @@ use aws_config::SdkConfig;
 use crate::faults::{Call, Faults};
 use crate::fixture::{self, Layout};
 use crate::process::{self, Controller};
-use crate::track::{self, until};
+use crate::track::{self, within};
 use crate::{Parts, Report};
 
 /// Probe interval of the scale runs.
@@ -26,7 +26,13 @@ pub struct Cycle {
     pub cpu: Cpu,
     /// Highest number of Route 53 calls in any one-second window.
     pub route53_peak: usize,
+    /// Policies that finished this cycle; fewer than all when the cycle was cut off at
+    /// [`CYCLE_LIMIT`] (the figures then cover that window).
+    pub probed: usize,
 }
+
+/// How long one cycle may take before the driver stops waiting for the policies left.
+pub const CYCLE_LIMIT: Duration = Duration::from_secs(150);
 
 /// CPU seconds of the processes that do the work.
 #[derive(Clone, Copy, Debug, Default)]
@@ -149,12 +155,13 @@ pub async fn run(
     let cycles = track::probe_cycles(&parts.client, &ns);
     faults.clear_log().await;
     let log = parts.work.join(format!("controller-{ns}.log"));
-    let controller = Controller::start(&ns, &log);
+    let controller = Controller::start(&ns, &log, &parts.controller_args);
     let cpu0 = Cpu::sample(parts, controller.pid());
-    let limit = INTERVAL * 20;
-    let end1 = until("first probe cycle", limit, || cycles.all_reached(scale.policies, 1)).await;
+    let end1 = within(CYCLE_LIMIT, || cycles.all_reached(scale.policies, 1)).await.unwrap_or_else(track::now);
+    let probed1 = cycles.count_reached(1);
     let cpu1 = Cpu::sample(parts, controller.pid());
-    let end2 = until("second probe cycle", limit, || cycles.all_reached(scale.policies, 2)).await;
+    let end2 = within(CYCLE_LIMIT, || cycles.all_reached(scale.policies, 2)).await.unwrap_or_else(track::now);
+    let probed2 = cycles.count_reached(2);
     let cpu2 = Cpu::sample(parts, controller.pid());
     scale.peak_rss_kib = process::status_kib(controller.pid(), "VmHWM");
     let sum = controller.metric("recovery_reconcile_duration_seconds_sum{controller=\"policy\"}").await;
@@ -166,11 +173,21 @@ pub async fn run(
     scale.overran = end1 - start1 > INTERVAL.as_secs_f64();
     let (first, second): (Vec<&Call>, Vec<&Call>) = calls.iter().partition(|c| c.time <= end1);
     let start2 = second.first().map_or(end2, |c| c.time);
-    scale.cold =
-        Cycle { calls: count_calls(&first), wall: end1 - start1, cpu: cpu1.since(cpu0), route53_peak: peak(&first) };
+    scale.cold = Cycle {
+        calls: count_calls(&first),
+        wall: end1 - start1,
+        cpu: cpu1.since(cpu0),
+        route53_peak: peak(&first),
+        probed: probed1,
+    };
     let second: Vec<&Call> = second.into_iter().filter(|c| c.time <= end2).collect();
-    scale.steady =
-        Cycle { calls: count_calls(&second), wall: end2 - start2, cpu: cpu2.since(cpu1), route53_peak: peak(&second) };
+    scale.steady = Cycle {
+        calls: count_calls(&second),
+        wall: end2 - start2,
+        cpu: cpu2.since(cpu1),
+        route53_peak: peak(&second),
+        probed: probed2,
+    };
     report.say(&format!(
         "  controller: cold cycle {:.1}s, steady {:.1}s; running the seed-style baseline",
         scale.cold.wall, scale.steady.wall

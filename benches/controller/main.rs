@@ -34,6 +34,8 @@ pub struct Parts {
     pub apiserver: u32,
     /// etcd's process id.
     pub etcd: u32,
+    /// Extra flags for `recovery-controller run` (`--controller-arg`, repeatable).
+    pub controller_args: Vec<String>,
 }
 
 /// Progress lines go to stderr as they happen.
@@ -52,22 +54,31 @@ pub fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run this through `cargo xtask bench`"))
 }
 
-/// Command line: `--scale T[:P],…`, `--recovery N` (0 skips), `--out FILE`.
+/// Command line: `--scale T[:P],…`, `--recovery N` (0 skips), `--out FILE`,
+/// `--controller-arg FLAG` (repeatable; e.g. `--controller-arg=--concurrency=64`).
 struct Args {
     scales: Vec<(usize, usize)>,
     recovery: usize,
     out: Option<PathBuf>,
+    controller_args: Vec<String>,
 }
 
 fn args() -> Args {
-    let mut a = Args { scales: vec![(100, 1), (1000, 100), (10000, 1000)], recovery: 100, out: None };
+    let mut a =
+        Args { scales: vec![(100, 1), (1000, 100), (10000, 1000)], recovery: 100, out: None, controller_args: vec![] };
     let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+    while let Some(arg) = it.next() {
+        // `--flag=value` and `--flag value` both work.
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg, None),
+        };
+        let mut value = || inline.clone().or_else(|| it.next()).unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--scale" => a.scales = value().split(',').filter(|s| !s.is_empty()).map(parse_scale).collect(),
             "--recovery" => a.recovery = value().parse().expect("--recovery takes a number"),
             "--out" => a.out = Some(value().into()),
+            "--controller-arg" => a.controller_args.push(value()),
             // cargo passes `--bench` to bench targets; nothing else is expected.
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -102,6 +113,7 @@ async fn main() {
         moto: pid(&testenv.join("aws.json"), "/pid"),
         apiserver: pid(&cp, "/pids/kube-apiserver"),
         etcd: pid(&cp, "/pids/etcd"),
+        controller_args: args.controller_args.clone(),
     };
     let cfg = aws_config::defaults(BehaviorVersion::latest()).region(Region::new("us-east-1")).load().await;
     let faults = faults::Faults::from_env();
@@ -118,7 +130,7 @@ async fn main() {
     } else {
         None
     };
-    let text = report::render(&scales, recovery.as_ref());
+    let text = report::render(&scales, recovery.as_ref(), &parts.controller_args);
     println!("{text}");
     if let Some(out) = args.out {
         std::fs::write(&out, &text).unwrap_or_else(|e| panic!("{}: {e}", out.display()));

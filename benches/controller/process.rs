@@ -44,8 +44,9 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Starts the release binary cargo built next to this driver, logging to `log`.
-    pub fn start(namespace: &str, log: &Path) -> Self {
+    /// Starts the release binary cargo built next to this driver, logging to `log`, with
+    /// `extra` flags after the driver's own.
+    pub fn start(namespace: &str, log: &Path, extra: &[String]) -> Self {
         let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -53,6 +54,7 @@ impl Controller {
         let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let child = Command::new(env!("CARGO_BIN_EXE_recovery-controller"))
             .args(["run", "--namespace", namespace, "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
             .stderr(file)

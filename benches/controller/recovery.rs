@@ -65,7 +65,7 @@ pub async fn run(parts: &Parts, cfg: &SdkConfig, faults: &Faults, n: usize, repo
     let cycles = track::probe_cycles(&parts.client, ns);
     let incidents = track::incidents(&parts.client, ns);
     let plans = track::finished_plans(&parts.client, ns);
-    let controller = Controller::start(ns, &parts.work.join("controller-bench-recovery.log"));
+    let controller = Controller::start(ns, &parts.work.join("controller-bench-recovery.log"), &parts.controller_args);
     until("two healthy probe cycles", Duration::from_secs(120), || cycles.all_reached(n, 2)).await;
 
     faults.clear_log().await;

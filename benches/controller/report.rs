@@ -9,10 +9,10 @@ const OPS: [&str; 3] = ["ecs.DescribeServices", "rds.DescribeDBInstances", "rout
 const MIB: f64 = 1024.0;
 
 /// Renders everything measured.
-pub fn render(scales: &[Scale], recovery: Option<&Recovery>) -> String {
+pub fn render(scales: &[Scale], recovery: Option<&Recovery>, controller_args: &[String]) -> String {
     let mut o = String::new();
     let w = &mut o;
-    machine(w);
+    machine(w, controller_args);
     scenario(w, scales);
     calls(w, scales);
     cycle_time(w, scales);
@@ -24,7 +24,7 @@ pub fn render(scales: &[Scale], recovery: Option<&Recovery>) -> String {
     o
 }
 
-fn machine(w: &mut String) {
+fn machine(w: &mut String, controller_args: &[String]) {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model =
         cpuinfo.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_owned()));
@@ -44,9 +44,10 @@ fn machine(w: &mut String) {
         model.unwrap_or_else(|| "unknown CPU".into()),
         total.unwrap_or_default() / MIB / MIB
     );
+    let flags = if controller_args.is_empty() { "default flags".to_owned() } else { controller_args.join(" ") };
     let _ = writeln!(
         w,
-        "- controller: release build, one replica, default flags; policies probe every {}s\n",
+        "- controller: release build, one replica, {flags}; policies probe every {}s\n",
         INTERVAL.as_secs()
     );
 }
@@ -76,7 +77,7 @@ fn calls(w: &mut String, scales: &[Scale]) {
     let _ = writeln!(w, "## AWS calls per probe cycle\n");
     let _ = writeln!(
         w,
-        "Steady cycle (the second after start). *minimum*: batches across policies (ECS ⌈services per cluster / 10⌉, RDS ⌈instances / 100⌉ filter values, Route 53 one per check); *per-policy minimum*: the same with each policy batched on its own.\n"
+        "Steady cycle (the second after start; if it was cut off, the calls of that window, see *policies probed* below). *minimum*: batches across policies (ECS ⌈services per cluster / 10⌉, RDS ⌈instances / 100⌉ filter values, Route 53 one per check); *per-policy minimum*: the same with each policy batched on its own.\n"
     );
     let _ = writeln!(
         w,
@@ -124,18 +125,22 @@ fn cycle_time(w: &mut String, scales: &[Scale]) {
     let _ = writeln!(w, "## Probe cycle time, CPU and memory\n");
     let _ = writeln!(
         w,
-        "Wall: first probe call of the cycle → the last policy's status write seen by a watch. CPU: `/proc/PID/stat` utime+stime; *cold* from process start to the end of the first cycle (start-up, initial lists, every policy due at once), *steady* from the end of the first cycle to the end of the second (one probe interval). moto + fault layer, kube-apiserver and etcd are shown separately so the controller's own share is visible. The baseline runs in the driver process, one call at a time.\n"
+        "Wall: first probe call of the cycle → the last policy's status write seen by a watch; a cycle not finished by every policy within {} s is cut off there, and its row covers that window (see *policies probed*). CPU: `/proc/PID/stat` utime+stime; *cold* from process start to the end of the first cycle (start-up, initial lists, every policy due at once), *steady* from the end of the first cycle to the end of the second (one probe interval). moto + fault layer, kube-apiserver and etcd are shown separately so the controller's own share is visible. The baseline runs in the driver process, one call at a time.\n",
+        crate::cycle::CYCLE_LIMIT.as_secs()
     );
     let _ = writeln!(
         w,
-        "| targets | controller wall cold / steady | baseline wall | baseline ÷ controller (steady) | controller CPU cold / steady | moto CPU steady | apiserver + etcd CPU steady | baseline CPU (driver / moto) | controller peak RSS | mean policy reconcile |"
+        "| targets | policies probed cold / steady | controller wall cold / steady | baseline wall | baseline ÷ controller (steady) | controller CPU cold / steady | moto CPU steady | apiserver + etcd CPU steady | baseline CPU (driver / moto) | controller peak RSS | mean policy reconcile |"
     );
-    let _ = writeln!(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for s in scales {
         let _ = writeln!(
             w,
-            "| {} | {:.2} s / {:.2} s{} | {:.2} s | {} | {:.2} s / {:.2} s | {:.2} s | {:.2} s | {:.2} s / {:.2} s | {:.1} MiB | {:.3} s |",
+            "| {} | {} / {} of {} | {:.2} s / {:.2} s{} | {:.2} s | {} | {:.2} s / {:.2} s | {:.2} s | {:.2} s | {:.2} s / {:.2} s | {:.1} MiB | {:.3} s |",
             s.targets,
+            s.cold.probed,
+            s.steady.probed,
+            s.policies,
             s.cold.wall,
             s.steady.wall,
             if s.overran { " (cold cycle overran the interval)" } else { "" },
@@ -215,11 +220,20 @@ fn latency(w: &mut String, r: &Recovery) {
         r.completed, r.failed, r.all_completed, r.after_last_incident
     );
     let plans = (r.completed + r.failed).max(1) as f64;
-    let _ = writeln!(w, "API server writes in the namespace (audit log), per finished plan:\n");
-    let _ = writeln!(w, "| request | total | per plan |");
-    let _ = writeln!(w, "| --- | ---: | ---: |");
-    for ((resource, verb), n) in &r.writes.writes {
-        let _ = writeln!(w, "| {verb} {resource} | {n} | {:.2} |", *n as f64 / plans);
+    let _ = writeln!(
+        w,
+        "API server writes in the namespace (audit log), per finished plan, against the minimum (BENCHMARKS.md derives it from `core::steps`). Policy status writes are per probe cycle, not per plan, and are left out.\n"
+    );
+    let _ = writeln!(w, "| request | total | per plan | minimum |");
+    let _ = writeln!(w, "| --- | ---: | ---: | ---: |");
+    for ((resource, verb), n) in r.writes.writes.iter().filter(|((res, _), _)| !res.starts_with("recoverypolicies")) {
+        let minimum = match (resource.as_str(), verb.as_str()) {
+            ("recoveryplans", "create") | ("incidents", "create") => "1",
+            ("recoveryplans/status", _) => "3",
+            ("incidents/status", _) => "4",
+            _ => "–",
+        };
+        let _ = writeln!(w, "| {verb} {resource} | {n} | {:.2} | {minimum} |", *n as f64 / plans);
     }
     let _ = writeln!(w);
 }

@@ -47,6 +47,11 @@ impl Stamps {
         all.values().map(|v| v.get(k - 1).map(|(t, _)| *t)).try_fold(0.0f64, |m, t| Some(m.max(t?)))
     }
 
+    /// How many objects have had at least `k` values.
+    pub fn count_reached(&self, k: usize) -> usize {
+        self.0.lock().expect("not poisoned").values().filter(|v| v.len() >= k).count()
+    }
+
     /// The first arrival of each object with its value.
     pub fn firsts(&self) -> HashMap<String, Stamp> {
         let all = self.0.lock().expect("not poisoned");
@@ -99,14 +104,21 @@ pub fn finished_plans(client: &kube::Client, ns: &str) -> Stamps {
     })
 }
 
-/// Polls `done` every 100 ms until it yields or `timeout` passes.
-pub async fn until<T>(what: &str, timeout: Duration, mut done: impl FnMut() -> Option<T>) -> T {
+/// Polls `done` every 100 ms until it yields; panics after `timeout`.
+pub async fn until<T>(what: &str, timeout: Duration, done: impl FnMut() -> Option<T>) -> T {
+    within(timeout, done).await.unwrap_or_else(|| panic!("{what}: not within {timeout:?}"))
+}
+
+/// Polls `done` every 100 ms until it yields, or gives up after `timeout`.
+pub async fn within<T>(timeout: Duration, mut done: impl FnMut() -> Option<T>) -> Option<T> {
     let started = std::time::Instant::now();
     loop {
         if let Some(v) = done() {
-            return v;
+            return Some(v);
         }
-        assert!(started.elapsed() < timeout, "{what}: not within {timeout:?}");
+        if started.elapsed() >= timeout {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

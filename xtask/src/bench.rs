@@ -11,11 +11,26 @@ use serde_json::Value;
 use crate::parts::Environment;
 use crate::{Result, cargo, run};
 
+/// moto's cap on RDS snapshots (see [`bench`]).
+const SNAPSHOT_LIMIT: &str = "MOTO_RDS_SNAPSHOT_LIMIT";
+
 /// Runs the benchmark; `args` are passed to the driver (`--scale`, `--recovery`, `--out`).
 pub fn bench(root: &Path, args: &[String]) -> Result {
+    // moto keeps an automated snapshot per DB instance and refuses more than
+    // MOTO_RDS_SNAPSHOT_LIMIT of them (1,000 by default); the parts inherit this process's
+    // environment, so run again with a limit that fits 10,000 targets.
+    if std::env::var_os(SNAPSHOT_LIMIT).is_none() {
+        let me = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+        let status = Command::new(me)
+            .args(std::env::args_os().skip(1))
+            .env(SNAPSHOT_LIMIT, "1000000")
+            .status()
+            .map_err(|e| format!("re-running xtask: {e}"))?;
+        return status.success().then_some(()).ok_or_else(|| format!("bench failed ({status})"));
+    }
     let driver = build(root)?;
     let mut args = args.to_vec();
-    if !args.iter().any(|a| a == "--out") {
+    if !args.iter().any(|a| a.starts_with("--out")) {
         let dir = root.join("bench/out");
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         args.extend(["--out".into(), dir.join("results.md").display().to_string()]);
