@@ -1,0 +1,275 @@
+//! Probe cycles at one scale: the controller's calls, wall time, CPU and memory, then the
+//! seed-style baseline probing the same targets one call at a time, sequentially.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+
+use crate::faults::{Call, Faults};
+use crate::fixture::{self, Layout};
+use crate::process::{self, Controller};
+use crate::track::{self, within};
+use crate::{Parts, Report};
+
+/// Probe interval of the scale runs.
+pub const INTERVAL: Duration = Duration::from_secs(30);
+
+/// One probe cycle of the controller.
+#[derive(Debug, Default)]
+pub struct Cycle {
+    /// Calls by `service.Operation`.
+    pub calls: BTreeMap<String, usize>,
+    /// First probe call → the last policy's status written.
+    pub wall: f64,
+    /// CPU seconds over the cycle's window, by process.
+    pub cpu: Cpu,
+    /// Highest number of Route 53 calls in any one-second window.
+    pub route53_peak: usize,
+    /// Policies that finished this cycle; fewer than all when the cycle was cut off at
+    /// [`CYCLE_LIMIT`] (the figures then cover that window).
+    pub probed: usize,
+}
+
+/// How long one cycle may take before the driver stops waiting for the policies left.
+pub const CYCLE_LIMIT: Duration = Duration::from_secs(150);
+
+/// CPU seconds of the processes that do the work.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu {
+    /// The controller.
+    pub controller: f64,
+    /// moto + fault layer.
+    pub moto: f64,
+    /// kube-apiserver.
+    pub apiserver: f64,
+    /// etcd.
+    pub etcd: f64,
+}
+
+impl Cpu {
+    fn sample(parts: &Parts, controller: u32) -> Self {
+        Self {
+            controller: process::cpu_seconds(controller),
+            moto: process::cpu_seconds(parts.moto),
+            apiserver: process::cpu_seconds(parts.apiserver),
+            etcd: process::cpu_seconds(parts.etcd),
+        }
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            controller: self.controller - before.controller,
+            moto: self.moto - before.moto,
+            apiserver: self.apiserver - before.apiserver,
+            etcd: self.etcd - before.etcd,
+        }
+    }
+}
+
+/// The seed-style baseline's cycle.
+#[derive(Debug, Default)]
+pub struct Baseline {
+    /// Calls by `service.Operation`.
+    pub calls: BTreeMap<String, usize>,
+    /// Wall time of the sequential cycle.
+    pub wall: f64,
+    /// The driver's CPU seconds for it (the baseline runs in the driver process).
+    pub cpu: f64,
+    /// moto's CPU seconds meanwhile.
+    pub moto_cpu: f64,
+    /// Highest number of Route 53 calls in any one-second window.
+    pub route53_peak: usize,
+}
+
+/// Everything measured at one scale.
+#[derive(Debug, Default)]
+pub struct Scale {
+    /// Targets.
+    pub targets: usize,
+    /// Policies.
+    pub policies: usize,
+    /// ECS services.
+    pub ecs: usize,
+    /// ECS clusters.
+    pub clusters: usize,
+    /// RDS instances.
+    pub rds: usize,
+    /// Route 53 health checks.
+    pub route53: usize,
+    /// Seconds to create the resources in moto.
+    pub populate: f64,
+    /// The fewest calls a cycle can make, by operation (batches across policies).
+    pub minimum: BTreeMap<String, usize>,
+    /// The fewest calls with batches confined to a policy, as the CRD groups targets.
+    pub per_policy_minimum: BTreeMap<String, usize>,
+    /// The first cycle after start (every policy due at once; includes the initial lists).
+    pub cold: Cycle,
+    /// The second cycle, measured from the end of the first to its own end (one interval).
+    pub steady: Cycle,
+    /// Whether the first cycle ran past the probe interval (its calls then include some of
+    /// the second's).
+    pub overran: bool,
+    /// Peak resident set of the controller (VmHWM), KiB.
+    pub peak_rss_kib: u64,
+    /// Mean policy reconcile duration (from /metrics), seconds.
+    pub mean_policy_reconcile: f64,
+    /// The baseline.
+    pub baseline: Baseline,
+    /// API server requests in the scale's namespace over the run (audit log).
+    pub api: crate::audit::Writes,
+}
+
+/// Runs one scale: populate, controller for two cycles, baseline.
+pub async fn run(
+    parts: &Parts,
+    cfg: &SdkConfig,
+    faults: &Faults,
+    targets: usize,
+    policies: usize,
+    report: &mut Report,
+) -> Scale {
+    let ns = format!("bench-{targets}");
+    let layout = Layout::new(&format!("s{targets}"), targets, policies);
+    report.say(&format!("scale {targets} targets / {policies} policies: creating resources in moto"));
+    faults.reset_all().await;
+    let started = Instant::now();
+    let health_checks = fixture::populate(cfg, &layout).await;
+    let populate = started.elapsed().as_secs_f64();
+    let interval = format!("{}s", INTERVAL.as_secs());
+    fixture::apply(&parts.client, &ns, &layout, &health_checks, &interval, 2).await;
+    let mut scale = Scale {
+        targets: layout.targets(),
+        policies: layout.policies.len(),
+        ecs: layout.services.len(),
+        clusters: layout.clusters().len(),
+        rds: layout.rds.len(),
+        route53: layout.route53,
+        populate,
+        minimum: minimum(&layout),
+        per_policy_minimum: per_policy_minimum(&layout),
+        ..Scale::default()
+    };
+    report.say(&format!("  populated in {populate:.0}s; starting the controller"));
+
+    let cycles = track::probe_cycles(&parts.client, &ns);
+    faults.clear_log().await;
+    let log = parts.work.join(format!("controller-{ns}.log"));
+    let controller = Controller::start(&ns, &log, &parts.controller_args);
+    let cpu0 = Cpu::sample(parts, controller.pid());
+    let end1 = within(CYCLE_LIMIT, || cycles.all_reached(scale.policies, 1)).await.unwrap_or_else(track::now);
+    let probed1 = cycles.count_reached(1);
+    let cpu1 = Cpu::sample(parts, controller.pid());
+    let end2 = within(CYCLE_LIMIT, || cycles.all_reached(scale.policies, 2)).await.unwrap_or_else(track::now);
+    let probed2 = cycles.count_reached(2);
+    let cpu2 = Cpu::sample(parts, controller.pid());
+    scale.peak_rss_kib = process::status_kib(controller.pid(), "VmHWM");
+    let sum = controller.metric("recovery_reconcile_duration_seconds_sum{controller=\"policy\"}").await;
+    let count = controller.metric("recovery_reconcile_duration_seconds_count{controller=\"policy\"}").await;
+    scale.mean_policy_reconcile = sum.zip(count).map(|(s, c)| s / c.max(1.0)).unwrap_or_default();
+    drop(controller);
+    let calls = faults.log().await;
+    let start1 = calls.first().map_or(end1, |c| c.time);
+    scale.overran = end1 - start1 > INTERVAL.as_secs_f64();
+    let (first, second): (Vec<&Call>, Vec<&Call>) = calls.iter().partition(|c| c.time <= end1);
+    let start2 = second.first().map_or(end2, |c| c.time);
+    scale.cold = Cycle {
+        calls: count_calls(&first),
+        wall: end1 - start1,
+        cpu: cpu1.since(cpu0),
+        route53_peak: peak(&first),
+        probed: probed1,
+    };
+    let second: Vec<&Call> = second.into_iter().filter(|c| c.time <= end2).collect();
+    scale.steady = Cycle {
+        calls: count_calls(&second),
+        wall: end2 - start2,
+        cpu: cpu2.since(cpu1),
+        route53_peak: peak(&second),
+        probed: probed2,
+    };
+    report.say(&format!(
+        "  controller: cold cycle {:.1}s, steady {:.1}s; running the seed-style baseline",
+        scale.cold.wall, scale.steady.wall
+    ));
+
+    scale.baseline = baseline(parts, cfg, faults, &layout, &health_checks).await;
+    report.say(&format!("  baseline: {:.1}s", scale.baseline.wall));
+    scale
+}
+
+/// The seed's way: one call per target, each awaited before the next.
+async fn baseline(
+    parts: &Parts,
+    cfg: &SdkConfig,
+    faults: &Faults,
+    layout: &Layout,
+    health_checks: &[String],
+) -> Baseline {
+    let ecs = aws_sdk_ecs::Client::new(cfg);
+    let rds = aws_sdk_rds::Client::new(cfg);
+    let r53 = aws_sdk_route53::Client::new(cfg);
+    faults.clear_log().await;
+    let me = std::process::id();
+    let (cpu0, moto0) = (process::cpu_seconds(me), process::cpu_seconds(parts.moto));
+    let started = Instant::now();
+    for (cluster, service) in &layout.services {
+        let out = ecs.describe_services().cluster(cluster).services(service).send().await.expect("DescribeServices");
+        assert_eq!(out.services().len(), 1, "{cluster}/{service} exists");
+    }
+    for id in &layout.rds {
+        let out = rds.describe_db_instances().db_instance_identifier(id).send().await.expect("DescribeDBInstances");
+        assert_eq!(out.db_instances().len(), 1, "{id} exists");
+    }
+    for id in health_checks {
+        r53.get_health_check_status().health_check_id(id).send().await.expect("GetHealthCheckStatus");
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let (cpu, moto_cpu) = (process::cpu_seconds(me) - cpu0, process::cpu_seconds(parts.moto) - moto0);
+    let calls = faults.log().await;
+    let calls: Vec<&Call> = calls.iter().collect();
+    Baseline { calls: count_calls(&calls), wall, cpu, moto_cpu, route53_peak: peak(&calls) }
+}
+
+fn count_calls(calls: &[&Call]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for c in calls {
+        *m.entry(c.key()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// The most Route 53 calls that arrived within any one second.
+fn peak(calls: &[&Call]) -> usize {
+    let times: Vec<f64> = calls.iter().filter(|c| c.service == "route53").map(|c| c.time).collect();
+    let mut best = 0;
+    let mut lo = 0;
+    for hi in 0..times.len() {
+        while times[hi] - times[lo] >= 1.0 {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}
+
+/// ECS ⌈services per cluster / 10⌉, RDS ⌈instances / 100⌉ (values per filter), Route 53 one
+/// call per check.
+fn minimum(layout: &Layout) -> BTreeMap<String, usize> {
+    BTreeMap::from([
+        ("ecs.DescribeServices".into(), layout.clusters().values().map(|n| n.div_ceil(10)).sum()),
+        ("rds.DescribeDBInstances".into(), layout.rds.len().div_ceil(100)),
+        ("route53.GetHealthCheckStatus".into(), layout.route53),
+    ])
+}
+
+/// The same, but every policy batched on its own.
+fn per_policy_minimum(layout: &Layout) -> BTreeMap<String, usize> {
+    let ecs = layout.policies.iter().flat_map(|p| p.ecs.values()).map(|s| s.len().div_ceil(10)).sum();
+    let rds = layout.policies.iter().map(|p| p.rds.len().div_ceil(100)).sum();
+    BTreeMap::from([
+        ("ecs.DescribeServices".into(), ecs),
+        ("rds.DescribeDBInstances".into(), rds),
+        ("route53.GetHealthCheckStatus".into(), layout.route53),
+    ])
+}

@@ -1,0 +1,85 @@
+//! The release controller as a child process, and what /proc says about it and the parts.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// CPU seconds (user + system) a process has used, from `/proc/PID/stat`.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or_default();
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+/// Clock ticks per second, the unit of `/proc/PID/stat`'s times.
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// A `/proc/PID/status` field in KiB (e.g. `VmHWM`, the peak resident set).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_default()
+}
+
+/// `recovery-controller run` for one namespace, stopped (SIGTERM) when dropped.
+pub struct Controller {
+    child: Child,
+    /// Port of its /metrics.
+    pub metrics_port: u16,
+}
+
+impl Controller {
+    /// Starts the release binary cargo built next to this driver, logging to `log`, with
+    /// `extra` flags after the driver's own.
+    pub fn start(namespace: &str, log: &Path, extra: &[String]) -> Self {
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let child = Command::new(env!("CARGO_BIN_EXE_recovery-controller"))
+            .args(["run", "--namespace", namespace, "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("start the controller");
+        Self { child, metrics_port }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// One sample of a Prometheus metric (first line starting with `name`), e.g.
+    /// `recovery_reconcile_duration_seconds_sum{controller="policy"}`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+        text.lines().find(|l| l.starts_with(name))?.rsplit(' ').next()?.parse().ok()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,277 @@
+//! The Markdown report: the machine, one table per question of issue #9, and the targets.
+
+use std::fmt::Write;
+
+use crate::cycle::{INTERVAL, Scale};
+use crate::recovery::{self, Recovery};
+
+const OPS: [&str; 3] = ["ecs.DescribeServices", "rds.DescribeDBInstances", "route53.GetHealthCheckStatus"];
+const MIB: f64 = 1024.0;
+
+/// Renders everything measured.
+pub fn render(scales: &[Scale], recovery: Option<&Recovery>, controller_args: &[String]) -> String {
+    let mut o = String::new();
+    let w = &mut o;
+    machine(w, controller_args);
+    scenario(w, scales);
+    calls(w, scales);
+    cycle_time(w, scales);
+    api(w, scales);
+    if let Some(r) = recovery {
+        latency(w, r);
+    }
+    targets(w, scales, recovery);
+    o
+}
+
+fn machine(w: &mut String, controller_args: &[String]) {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model =
+        cpuinfo.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_owned()));
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let total = mem.lines().find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse::<f64>().ok());
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let _ = writeln!(w, "## Run\n");
+    let _ = writeln!(w, "- date: {date}");
+    let _ = writeln!(
+        w,
+        "- machine: {cores} cores, {}, {:.1} GiB RAM",
+        model.unwrap_or_else(|| "unknown CPU".into()),
+        total.unwrap_or_default() / MIB / MIB
+    );
+    let flags = if controller_args.is_empty() { "default flags".to_owned() } else { controller_args.join(" ") };
+    let _ = writeln!(
+        w,
+        "- controller: release build, one replica, {flags}; policies probe every {}s\n",
+        INTERVAL.as_secs()
+    );
+}
+
+fn scenario(w: &mut String, scales: &[Scale]) {
+    let _ = writeln!(w, "## Scenarios\n");
+    let _ = writeln!(
+        w,
+        "| targets | policies | ECS services (clusters) | RDS instances | Route 53 checks | moto populate |"
+    );
+    let _ = writeln!(w, "| ---: | ---: | ---: | ---: | ---: | ---: |");
+    for s in scales {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} ({}) | {} | {} | {:.0} s |",
+            s.targets, s.policies, s.ecs, s.clusters, s.rds, s.route53, s.populate
+        );
+    }
+    let _ = writeln!(w);
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 { format!("{:.1}×", a / b) } else { "–".into() }
+}
+
+fn calls(w: &mut String, scales: &[Scale]) {
+    let _ = writeln!(w, "## AWS calls per probe cycle\n");
+    let _ = writeln!(
+        w,
+        "Steady cycle (the second after start; if it was cut off, the calls of that window, see *policies probed* below). *minimum*: batches across policies (ECS ⌈services per cluster / 10⌉, RDS ⌈instances / 100⌉ filter values, Route 53 one per check); *per-policy minimum*: the same with each policy batched on its own.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| targets | operation | controller | per-policy minimum | minimum | seed-style baseline | baseline ÷ controller |"
+    );
+    let _ = writeln!(w, "| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+    for s in scales {
+        for op in OPS {
+            let c = s.steady.calls.get(op).copied().unwrap_or(0);
+            let b = s.baseline.calls.get(op).copied().unwrap_or(0);
+            let _ = writeln!(
+                w,
+                "| {} | {op} | {c} | {} | {} | {b} | {} |",
+                s.targets,
+                s.per_policy_minimum.get(op).copied().unwrap_or(0),
+                s.minimum.get(op).copied().unwrap_or(0),
+                ratio(b as f64, c as f64)
+            );
+        }
+        let other: Vec<String> = s
+            .steady
+            .calls
+            .iter()
+            .filter(|(k, _)| !OPS.contains(&k.as_str()))
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        if !other.is_empty() {
+            let _ = writeln!(w, "| {} | other: {} | | | | | |", s.targets, other.join(", "));
+        }
+    }
+    let _ = writeln!(w, "\nRoute 53 peak requests in any one second (limit 5):\n");
+    let _ = writeln!(w, "| targets | controller (cold cycle) | controller (steady cycle) | baseline |");
+    let _ = writeln!(w, "| ---: | ---: | ---: | ---: |");
+    for s in scales {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} |",
+            s.targets, s.cold.route53_peak, s.steady.route53_peak, s.baseline.route53_peak
+        );
+    }
+    let _ = writeln!(w);
+}
+
+fn cycle_time(w: &mut String, scales: &[Scale]) {
+    let _ = writeln!(w, "## Probe cycle time, CPU and memory\n");
+    let _ = writeln!(
+        w,
+        "Wall: first probe call of the cycle → the last policy's status write seen by a watch; a cycle not finished by every policy within {} s is cut off there, and its row covers that window (see *policies probed*). CPU: `/proc/PID/stat` utime+stime; *cold* from process start to the end of the first cycle (start-up, initial lists, every policy due at once), *steady* from the end of the first cycle to the end of the second (one probe interval). moto + fault layer, kube-apiserver and etcd are shown separately so the controller's own share is visible. The baseline runs in the driver process, one call at a time.\n",
+        crate::cycle::CYCLE_LIMIT.as_secs()
+    );
+    let _ = writeln!(
+        w,
+        "| targets | policies probed cold / steady | controller wall cold / steady | baseline wall | baseline ÷ controller (steady) | controller CPU cold / steady | moto CPU steady | apiserver + etcd CPU steady | baseline CPU (driver / moto) | controller peak RSS | mean policy reconcile |"
+    );
+    let _ = writeln!(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for s in scales {
+        let _ = writeln!(
+            w,
+            "| {} | {} / {} of {} | {:.2} s / {:.2} s{} | {:.2} s | {} | {:.2} s / {:.2} s | {:.2} s | {:.2} s | {:.2} s / {:.2} s | {:.1} MiB | {:.3} s |",
+            s.targets,
+            s.cold.probed,
+            s.steady.probed,
+            s.policies,
+            s.cold.wall,
+            s.steady.wall,
+            if s.overran { " (cold cycle overran the interval)" } else { "" },
+            s.baseline.wall,
+            ratio(s.baseline.wall, s.steady.wall),
+            s.cold.cpu.controller,
+            s.steady.cpu.controller,
+            s.steady.cpu.moto,
+            s.steady.cpu.apiserver + s.steady.cpu.etcd,
+            s.baseline.cpu,
+            s.baseline.moto_cpu,
+            s.peak_rss_kib as f64 / MIB,
+            s.mean_policy_reconcile
+        );
+    }
+    let _ = writeln!(w);
+}
+
+fn api(w: &mut String, scales: &[Scale]) {
+    let _ = writeln!(w, "## API server requests per probe cycle\n");
+    let _ = writeln!(
+        w,
+        "From the audit log of each scale's namespace, divided by the number of policy status writes ÷ policies (= cycles run). Includes the driver's own watch and policy creation.\n"
+    );
+    let _ = writeln!(w, "| targets | cycles | request | total | per cycle |");
+    let _ = writeln!(w, "| ---: | ---: | --- | ---: | ---: |");
+    for s in scales {
+        let cycles = s.api.writes_to("recoverypolicies/status") as f64 / s.policies.max(1) as f64;
+        let all = s.api.writes.iter().chain(s.api.reads.iter());
+        for ((resource, verb), n) in all {
+            let _ = writeln!(
+                w,
+                "| {} | {cycles:.1} | {verb} {resource} | {n} | {:.1} |",
+                s.targets,
+                *n as f64 / cycles.max(1.0)
+            );
+        }
+    }
+    let _ = writeln!(w);
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn latency(w: &mut String, r: &Recovery) {
+    let _ = writeln!(w, "## Detection, action, plan throughput\n");
+    let _ = writeln!(
+        w,
+        "{} ECS services, one Automatic policy each (probeInterval {}s, failureThreshold {}), degraded at once (the {} fault-layer calls took {:.2} s). Detection: fault injected → Incident seen by a watch. Action: Incident seen → the fault layer receives UpdateService. AWS completes a restarted service's rollout at its next ECS call.\n",
+        r.services,
+        recovery::INTERVAL_SECS,
+        recovery::THRESHOLD,
+        r.services,
+        r.inject_spread
+    );
+    let _ = writeln!(w, "| measure | n | p50 | p99 | max |");
+    let _ = writeln!(w, "| --- | ---: | ---: | ---: | ---: |");
+    for (name, v) in [("detection latency", &r.detection), ("action latency", &r.action)] {
+        let _ = writeln!(
+            w,
+            "| {name} | {} | {:.2} s | {:.2} s | {:.2} s |",
+            v.len(),
+            percentile(v, 50.0),
+            percentile(v, 99.0),
+            v.last().copied().unwrap_or(f64::NAN)
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nPlans: {} Completed, {} Failed. First fault → last plan Completed: {:.1} s; last incident opened → last plan Completed: {:.1} s.\n",
+        r.completed, r.failed, r.all_completed, r.after_last_incident
+    );
+    let plans = (r.completed + r.failed).max(1) as f64;
+    let _ = writeln!(
+        w,
+        "API server writes in the namespace (audit log), per finished plan, against the minimum (BENCHMARKS.md derives it from `core::steps`). Policy status writes are per probe cycle, not per plan, and are left out.\n"
+    );
+    let _ = writeln!(w, "| request | total | per plan | minimum |");
+    let _ = writeln!(w, "| --- | ---: | ---: | ---: |");
+    for ((resource, verb), n) in r.writes.writes.iter().filter(|((res, _), _)| !res.starts_with("recoverypolicies")) {
+        let minimum = match (resource.as_str(), verb.as_str()) {
+            ("recoveryplans", "create") | ("incidents", "create") => "1",
+            ("recoveryplans/status", _) => "3",
+            ("incidents/status", _) => "4",
+            _ => "–",
+        };
+        let _ = writeln!(w, "| {verb} {resource} | {n} | {:.2} | {minimum} |", *n as f64 / plans);
+    }
+    let _ = writeln!(w);
+}
+
+fn targets(w: &mut String, scales: &[Scale], recovery: Option<&Recovery>) {
+    let _ = writeln!(w, "## Against the targets of issue #9\n");
+    let _ = writeln!(w, "| target | measured |");
+    let _ = writeln!(w, "| --- | --- |");
+    for s in scales {
+        let op = "ecs.DescribeServices";
+        let (c, b) = (s.steady.calls.get(op).copied().unwrap_or(0), s.baseline.calls.get(op).copied().unwrap_or(0));
+        let _ = writeln!(
+            w,
+            "| ECS ≥ 9.5× fewer calls than baseline ({} services) | {} ({b} vs {c}) |",
+            s.ecs,
+            ratio(b as f64, c as f64)
+        );
+    }
+    let peak = scales.iter().map(|s| s.cold.route53_peak.max(s.steady.route53_peak)).max().unwrap_or(0);
+    let _ = writeln!(w, "| Route 53 never > 5 req/s | peak {peak} in one second |");
+    if let Some(r) = recovery {
+        let bound = recovery::THRESHOLD as f64 * recovery::INTERVAL_SECS as f64 + 1.0;
+        let _ = writeln!(
+            w,
+            "| detection p99 ≤ failureThreshold × probeInterval + 1 s = {bound:.0} s | {:.2} s |",
+            percentile(&r.detection, 99.0)
+        );
+        let _ = writeln!(w, "| action p99 ≤ 1 s | {:.2} s |", percentile(&r.action, 99.0));
+    }
+    for s in scales {
+        let _ = writeln!(
+            w,
+            "| {} targets: peak RSS ≤ 64 MiB, steady cycle CPU ≤ 1 s | {:.1} MiB, {:.2} s (cold cycle {:.2} s) |",
+            s.targets,
+            s.peak_rss_kib as f64 / MIB,
+            s.steady.cpu.controller,
+            s.cold.cpu.controller
+        );
+    }
+    let _ = writeln!(w);
+}
