@@ -9,7 +9,6 @@ use aws_config::SdkConfig;
 use crate::faults::{Call, Faults};
 use crate::fixture::{self, Layout};
 use crate::process::{self, Controller};
-use crate::track::{self, within};
 use crate::{Parts, Report};
 
 /// Probe interval of the scale runs.
@@ -152,16 +151,16 @@ pub async fn run(
     };
     report.say(&format!("  populated in {populate:.0}s; starting the controller"));
 
-    let cycles = track::probe_cycles(&parts.client, &ns);
     faults.clear_log().await;
     let log = parts.work.join(format!("controller-{ns}.log"));
     let controller = Controller::start(&ns, &log, &parts.controller_args);
     let cpu0 = Cpu::sample(parts, controller.pid());
-    let end1 = within(CYCLE_LIMIT, || cycles.all_reached(scale.policies, 1)).await.unwrap_or_else(track::now);
-    let probed1 = cycles.count_reached(1);
+    let p = scale.policies;
+    let (end1, done1) = controller.probe_cycles_reached(p, CYCLE_LIMIT).await;
+    let probed1 = done1.min(p);
     let cpu1 = Cpu::sample(parts, controller.pid());
-    let end2 = within(CYCLE_LIMIT, || cycles.all_reached(scale.policies, 2)).await.unwrap_or_else(track::now);
-    let probed2 = cycles.count_reached(2);
+    let (end2, done2) = controller.probe_cycles_reached(2 * p, CYCLE_LIMIT).await;
+    let probed2 = done2.saturating_sub(p).min(p);
     let cpu2 = Cpu::sample(parts, controller.pid());
     scale.peak_rss_kib = process::status_kib(controller.pid(), "VmHWM");
     let sum = controller.metric("recovery_reconcile_duration_seconds_sum{controller=\"policy\"}").await;

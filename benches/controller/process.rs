@@ -68,6 +68,21 @@ impl Controller {
         self.child.id()
     }
 
+    /// Waits until the controller has finished `n` policy probe cycles in all (its
+    /// `recovery_probe_cycle_seconds_count`; a policy's status is not written for a probe
+    /// that changed nothing, so the metric, not a watch, marks the cycles), or `limit`
+    /// passes. Returns when (driver clock), and the count.
+    pub async fn probe_cycles_reached(&self, n: usize, limit: std::time::Duration) -> (f64, usize) {
+        let started = std::time::Instant::now();
+        loop {
+            let done = self.metric("recovery_probe_cycle_seconds_count").await.unwrap_or_default() as usize;
+            if done >= n || started.elapsed() >= limit {
+                return (crate::track::now(), done);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// One sample of a Prometheus metric (first line starting with `name`), e.g.
     /// `recovery_reconcile_duration_seconds_sum{controller="policy"}`.
     pub async fn metric(&self, name: &str) -> Option<f64> {

@@ -62,11 +62,11 @@ pub async fn run(parts: &Parts, cfg: &SdkConfig, faults: &Faults, n: usize, repo
     let layout = Layout { services: services.clone(), rds: vec![], route53: 0, policies };
     fixture::populate(cfg, &layout).await;
     fixture::apply(&parts.client, ns, &layout, &[], &format!("{INTERVAL_SECS}s"), THRESHOLD).await;
-    let cycles = track::probe_cycles(&parts.client, ns);
     let incidents = track::incidents(&parts.client, ns);
     let plans = track::finished_plans(&parts.client, ns);
     let controller = Controller::start(ns, &parts.work.join("controller-bench-recovery.log"), &parts.controller_args);
-    until("two healthy probe cycles", Duration::from_secs(120), || cycles.all_reached(n, 2)).await;
+    let (_, done) = controller.probe_cycles_reached(2 * n, Duration::from_secs(120)).await;
+    assert!(done >= 2 * n, "two healthy probe cycles: {done} of {} policy probes within 120 s", 2 * n);
 
     faults.clear_log().await;
     let mut injected = BTreeMap::new();

@@ -125,7 +125,7 @@ fn cycle_time(w: &mut String, scales: &[Scale]) {
     let _ = writeln!(w, "## Probe cycle time, CPU and memory\n");
     let _ = writeln!(
         w,
-        "Wall: first probe call of the cycle → the last policy's status write seen by a watch; a cycle not finished by every policy within {} s is cut off there, and its row covers that window (see *policies probed*). CPU: `/proc/PID/stat` utime+stime; *cold* from process start to the end of the first cycle (start-up, initial lists, every policy due at once), *steady* from the end of the first cycle to the end of the second (one probe interval). moto + fault layer, kube-apiserver and etcd are shown separately so the controller's own share is visible. The baseline runs in the driver process, one call at a time.\n",
+        "Wall: first probe call of the cycle → the controller's count of finished policy probes (`recovery_probe_cycle_seconds_count`) reaching every policy; a cycle not finished by every policy within {} s is cut off there, and its row covers that window (see *policies probed*). CPU: `/proc/PID/stat` utime+stime; *cold* from process start to the end of the first cycle (start-up, initial lists, every policy due at once), *steady* from the end of the first cycle to the end of the second (one probe interval). moto + fault layer, kube-apiserver and etcd are shown separately so the controller's own share is visible. The baseline runs in the driver process, one call at a time.\n",
         crate::cycle::CYCLE_LIMIT.as_secs()
     );
     let _ = writeln!(

@@ -1,5 +1,5 @@
 //! Watches the controller's objects and stamps, with the driver's clock, when each change
-//! arrived: policy probe cycles (a new `lastProbeTime`), incidents appearing, plans completing.
+//! arrived: incidents appearing, plans completing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,7 +11,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use aws_recovery_controller::api::RecoveryPolicy;
 use aws_recovery_controller::api::incident::Incident;
 use aws_recovery_controller::api::plan::{PlanPhase, RecoveryPlan};
 
@@ -47,11 +46,6 @@ impl Stamps {
         all.values().map(|v| v.get(k - 1).map(|(t, _)| *t)).try_fold(0.0f64, |m, t| Some(m.max(t?)))
     }
 
-    /// How many objects have had at least `k` values.
-    pub fn count_reached(&self, k: usize) -> usize {
-        self.0.lock().expect("not poisoned").values().filter(|v| v.len() >= k).count()
-    }
-
     /// The first arrival of each object with its value.
     pub fn firsts(&self) -> HashMap<String, Stamp> {
         let all = self.0.lock().expect("not poisoned");
@@ -81,13 +75,6 @@ where
         }
     });
     stamps
-}
-
-/// Each policy's `lastProbeTime` values: one per probe cycle.
-pub fn probe_cycles(client: &kube::Client, ns: &str) -> Stamps {
-    spawn::<RecoveryPolicy, _>(client, ns, |p| {
-        p.status.as_ref()?.last_probe_time.as_ref().map(|t| format!("{:?}", t.0))
-    })
 }
 
 /// Each incident once it exists; the value is its ECS service.
