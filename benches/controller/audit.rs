@@ -15,13 +15,6 @@ pub struct Writes {
     pub reads: BTreeMap<(String, String), usize>,
 }
 
-impl Writes {
-    /// Writes to one resource (e.g. `recoveryplans/status`), all verbs.
-    pub fn writes_to(&self, resource: &str) -> usize {
-        self.writes.iter().filter(|((r, _), _)| r == resource).map(|(_, n)| n).sum()
-    }
-}
-
 /// Counts the requests in `namespace` (the log and its one rotated backup).
 pub fn count(log: &Path, namespace: &str) -> Writes {
     let mut out = Writes::default();

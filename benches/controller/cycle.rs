@@ -109,6 +109,8 @@ pub struct Scale {
     /// Whether the first cycle ran past the probe interval (its calls then include some of
     /// the second's).
     pub overran: bool,
+    /// Probe cycles run, per policy (the controller's count at the end ÷ policies).
+    pub probe_cycles: f64,
     /// Peak resident set of the controller (VmHWM), KiB.
     pub peak_rss_kib: u64,
     /// Mean policy reconcile duration (from /metrics), seconds.
@@ -163,6 +165,8 @@ pub async fn run(
     let probed2 = done2.saturating_sub(p).min(p);
     let cpu2 = Cpu::sample(parts, controller.pid());
     scale.peak_rss_kib = process::status_kib(controller.pid(), "VmHWM");
+    let probes = controller.metric("recovery_probe_cycle_seconds_count").await.unwrap_or_default();
+    scale.probe_cycles = probes / p.max(1) as f64;
     let sum = controller.metric("recovery_reconcile_duration_seconds_sum{controller=\"policy\"}").await;
     let count = controller.metric("recovery_reconcile_duration_seconds_count{controller=\"policy\"}").await;
     scale.mean_policy_reconcile = sum.zip(count).map(|(s, c)| s / c.max(1.0)).unwrap_or_default();

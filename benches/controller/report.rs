@@ -163,12 +163,12 @@ fn api(w: &mut String, scales: &[Scale]) {
     let _ = writeln!(w, "## API server requests per probe cycle\n");
     let _ = writeln!(
         w,
-        "From the audit log of each scale's namespace, divided by the number of policy status writes ÷ policies (= cycles run). Includes the driver's own watch and policy creation.\n"
+        "From the audit log of each scale's namespace, divided by the probe cycles run (the controller's `recovery_probe_cycle_seconds_count` ÷ policies). Includes the driver's own watch and policy creation.\n"
     );
     let _ = writeln!(w, "| targets | cycles | request | total | per cycle |");
     let _ = writeln!(w, "| ---: | ---: | --- | ---: | ---: |");
     for s in scales {
-        let cycles = s.api.writes_to("recoverypolicies/status") as f64 / s.policies.max(1) as f64;
+        let cycles = s.probe_cycles;
         let all = s.api.writes.iter().chain(s.api.reads.iter());
         for ((resource, verb), n) in all {
             let _ = writeln!(
