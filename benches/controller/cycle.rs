@@ -176,21 +176,16 @@ pub async fn run(
     scale.overran = end1 - start1 > INTERVAL.as_secs_f64();
     let (first, second): (Vec<&Call>, Vec<&Call>) = calls.iter().partition(|c| c.time <= end1);
     let start2 = second.first().map_or(end2, |c| c.time);
-    scale.cold = Cycle {
-        calls: count_calls(&first),
-        wall: end1 - start1,
-        cpu: cpu1.since(cpu0),
-        route53_peak: peak(&first),
-        probed: probed1,
+    let cycle = |calls: &[&Call], start: f64, end: f64, cpu: Cpu, probed: usize| Cycle {
+        calls: count_calls(calls),
+        wall: end - start,
+        cpu,
+        route53_peak: peak(calls),
+        probed,
     };
+    scale.cold = cycle(&first, start1, end1, cpu1.since(cpu0), probed1);
     let second: Vec<&Call> = second.into_iter().filter(|c| c.time <= end2).collect();
-    scale.steady = Cycle {
-        calls: count_calls(&second),
-        wall: end2 - start2,
-        cpu: cpu2.since(cpu1),
-        route53_peak: peak(&second),
-        probed: probed2,
-    };
+    scale.steady = cycle(&second, start2, end2, cpu2.since(cpu1), probed2);
     report.say(&format!(
         "  controller: cold cycle {:.1}s, steady {:.1}s; running the seed-style baseline",
         scale.cold.wall, scale.steady.wall

@@ -96,16 +96,16 @@ pub async fn still_unhealthy(
     now: Timestamp,
 ) -> Result<bool, kube::Error> {
     let Some(mut inc) = api.get_opt(name).await? else { return Ok(false) };
+    if up_to_date(&inc, metrics, now) {
+        return Ok(true);
+    }
     let status = inc.status.get_or_insert_with(IncidentStatus::default);
     if status.phase == Some(IncidentPhase::Resolved) {
         return Ok(false);
     }
-    let stale = status.last_seen_at.as_ref().is_none_or(|t| since(now, t.0) >= LAST_SEEN_REFRESH);
-    if status.metrics.as_ref() != Some(metrics) || stale {
-        status.metrics = Some(metrics.clone());
-        status.last_seen_at = Some(Time(now));
-        replace_status(api, &inc).await?;
-    }
+    status.metrics = Some(metrics.clone());
+    status.last_seen_at = Some(Time(now));
+    replace_status(api, &inc).await?;
     Ok(true)
 }
 

@@ -91,37 +91,12 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
         targets: Some(cycle.counts),
         target_states: states,
     };
-    set_conditions(&mut next, &report, policy.metadata.generation, now);
-    if policy.spec.alerts.is_some() {
-        let (ok, reason, message) = match super::alerts::check_secrets(&ctx, &policy).await {
-            Ok(()) => (true, "SecretsFound", "the alert Secrets exist".to_owned()),
-            Err(m) => (false, "SecretMissing", m),
-        };
-        common::set_condition(
-            &mut next.conditions,
-            conditions::ALERTS_CONFIGURED,
-            ok,
-            reason,
-            message,
-            policy.metadata.generation,
-            now,
-        );
-        // A policy whose people cannot be told is not ready, whatever AWS says.
-        let ready = common::condition(&next.conditions, conditions::READY).is_some_and(|c| c.status == common::TRUE);
-        if !ok && ready {
-            let message = "alerts cannot be delivered; see AlertsConfigured";
-            let g = policy.metadata.generation;
-            common::set_condition(
-                &mut next.conditions,
-                conditions::READY,
-                false,
-                "AlertsNotConfigured",
-                message,
-                g,
-                now,
-            );
-        }
-    }
+    // The alert Secrets are checked only when the policy names alert channels.
+    let alerts = match policy.spec.alerts {
+        Some(_) => Some(super::alerts::check_secrets(&ctx, &policy).await),
+        None => None,
+    };
+    set_conditions(&mut next, &report, alerts, policy.metadata.generation, now);
     if let Some(held) = set_remediation_allowed(&policy, &mut next, ctx.aws.circuit_open(), now) {
         ctx.event(&*policy, EventType::Warning, held.rail.reason(), "Guard", held.message).await;
     }
@@ -316,7 +291,15 @@ fn set_remediation_allowed(
     }
 }
 
-fn set_conditions(status: &mut RecoveryPolicyStatus, report: &ProbeReport, generation: Option<i64>, now: Timestamp) {
+/// AwsReachable, TargetsFound, AlertsConfigured (when `alerts` is checked) and Ready, which
+/// sums them up.
+fn set_conditions(
+    status: &mut RecoveryPolicyStatus,
+    report: &ProbeReport,
+    alerts: Option<Result<(), String>>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
     let cs = &mut status.conditions;
     let was_reachable = common::condition(cs, conditions::AWS_REACHABLE).is_none_or(|c| c.status == common::TRUE);
     if let (true, Some(first)) = (was_reachable, report.faults.first()) {
@@ -355,10 +338,24 @@ fn set_conditions(status: &mut RecoveryPolicyStatus, report: &ProbeReport, gener
             now,
         );
     }
-    let (ready, reason, message) = match (aws_ok, found) {
-        (true, true) => (true, "Probing", "probing every target".to_owned()),
-        (false, _) => (false, "AwsUnreachable", "some targets could not be probed; see AwsReachable".to_owned()),
-        (true, false) => (false, "TargetsMissing", "some targets do not exist; see TargetsFound".to_owned()),
+    let alerts_ok = match alerts {
+        None => true,
+        Some(Ok(())) => {
+            let message = "the alert Secrets exist";
+            common::set_condition(cs, conditions::ALERTS_CONFIGURED, true, "SecretsFound", message, generation, now);
+            true
+        }
+        Some(Err(message)) => {
+            common::set_condition(cs, conditions::ALERTS_CONFIGURED, false, "SecretMissing", message, generation, now);
+            false
+        }
+    };
+    // A policy whose people cannot be told is not ready either, whatever AWS says.
+    let (ready, reason, message) = match (aws_ok, found, alerts_ok) {
+        (true, true, true) => (true, "Probing", "probing every target"),
+        (false, _, _) => (false, "AwsUnreachable", "some targets could not be probed; see AwsReachable"),
+        (true, false, _) => (false, "TargetsMissing", "some targets do not exist; see TargetsFound"),
+        (true, true, false) => (false, "AlertsNotConfigured", "alerts cannot be delivered; see AlertsConfigured"),
     };
     common::set_condition(cs, conditions::READY, ready, reason, message, generation, now);
 }
