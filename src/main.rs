@@ -47,9 +47,17 @@ struct RunArgs {
     /// incidents and plans, which carry the policy's labels.
     #[arg(long, env = "RECOVERY_POLICY_SELECTOR")]
     policy_selector: Option<String>,
-    /// Objects of one kind reconciled at once.
+    /// Incidents, plans and alert deliveries reconciled at once (each kind).
     #[arg(long, env = "RECOVERY_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
+    /// Policies probed at once. A probe mostly waits on AWS (whose calls --aws-in-flight
+    /// bounds), and probes running together share their reads, so many is cheap.
+    #[arg(long, env = "RECOVERY_PROBE_CONCURRENCY", default_value_t = 512)]
+    probe_concurrency: u16,
+    /// How long a probe read waits for other policies' ids to share its call (ten ECS
+    /// services, a hundred RDS instances a call).
+    #[arg(long, env = "RECOVERY_PROBE_BATCH_WINDOW", default_value = "50ms", value_parser = humantime::parse_duration)]
+    probe_batch_window: Duration,
     /// AWS calls in flight across the process.
     #[arg(long, env = "RECOVERY_AWS_IN_FLIGHT", default_value_t = 32)]
     aws_in_flight: usize,
@@ -150,6 +158,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         },
         attempt_timeout: args.aws_attempt_timeout,
         operation_timeout: args.aws_operation_timeout,
+        batch_window: args.probe_batch_window,
     };
     let aws = ClientCache::from_env(settings, metrics.clone()).await;
     let identity = args.instance.clone().unwrap_or_else(|| format!("recovery-controller-{}", std::process::id()));
@@ -158,6 +167,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         namespaces: args.namespaces.clone(),
         selector: args.policy_selector.clone(),
         concurrency: args.concurrency,
+        probe_concurrency: args.probe_concurrency,
     };
     tracing::info!(namespaces = ?scope.namespaces, selector = ?scope.selector, leader_election = args.leader_election, "starting");
 

@@ -87,6 +87,9 @@ pub struct Metrics {
     pub step_seconds: Family<ActionLabel, Histogram>,
     /// One policy's probe cycle: all of its AWS calls (the count is the number of cycles).
     pub probe_cycle_seconds: Histogram,
+    /// How late a policy's probe started after it was due: grows when the process cannot
+    /// keep up with its policies (too few `--probe-concurrency`, AWS slow or throttling).
+    pub probe_lag_seconds: Histogram,
     /// First unhealthy probe → incident opened.
     pub detection_seconds: Histogram,
     /// Incident detected → first mutating AWS call.
@@ -124,6 +127,7 @@ impl Default for Metrics {
             plans: Family::default(),
             step_seconds,
             probe_cycle_seconds: Histogram::new(seconds_buckets()),
+            probe_lag_seconds: Histogram::new(seconds_buckets()),
             detection_seconds: Histogram::new(seconds_buckets()),
             action_seconds: Histogram::new(seconds_buckets()),
             alerts: Family::default(),
@@ -139,6 +143,11 @@ impl Default for Metrics {
         r.register("plans", "Plans that ended, by outcome", m.plans.clone());
         r.register("step_duration_seconds", "Plan step duration by action", m.step_seconds.clone());
         r.register("probe_cycle_seconds", "One policy's probe cycle, all its AWS calls", m.probe_cycle_seconds.clone());
+        r.register(
+            "probe_lag_seconds",
+            "How late a policy's probe started after it was due",
+            m.probe_lag_seconds.clone(),
+        );
         r.register(
             "detection_latency_seconds",
             "First unhealthy probe to incident opened",
@@ -180,6 +189,10 @@ impl Metrics {
     /// Replaces one policy's open-incident counts and recomputes the gauge.
     pub fn set_open_incidents(&self, policy: &str, counts: HashMap<IncidentLabels, i64>) {
         let mut all = self.open_by_policy.lock().expect("not poisoned");
+        // Most probes change nothing; the sum below is over every policy.
+        if all.get(policy) == Some(&counts) {
+            return;
+        }
         all.insert(policy.to_owned(), counts);
         let mut total: HashMap<IncidentLabels, i64> = HashMap::new();
         for (labels, n) in all.values().flatten() {

@@ -208,6 +208,64 @@ async fn twenty_five_services_cost_three_calls_per_probe() {
 }
 
 #[tokio::test]
+async fn policies_probing_together_share_calls() {
+    let client = support::client().await;
+    let ns = namespace(&client, "det-share").await;
+    let cfg = aws::config().await;
+    let faults = Faults::from_env();
+    let cluster = unique("share");
+    let services: Vec<String> = (0..25).map(|i| format!("svc-{i:02}")).collect();
+    aws::ecs_services(&cfg, &cluster, &services, 1).await;
+    let dbs: Vec<String> = (0..2).map(|i| unique(&format!("share-db{i}"))).collect();
+    for db in &dbs {
+        aws::rds_instance(&cfg, db, false).await;
+    }
+    // Five teams, five services each in one cluster; two of them also own a database.
+    for (team, names) in services.chunks(5).enumerate() {
+        let rds: Vec<_> = dbs.get(team).map(|db| json!({"identifier": db})).into_iter().collect();
+        let spec = json!({
+            "aws": {"region": "us-east-1"},
+            "probeInterval": "2s",
+            "targets": {"ecsServices": [{"cluster": cluster, "services": names}], "rdsInstances": rds},
+            "remediation": {"mode": "Disabled"}
+        });
+        policy::create(&client, &ns, &format!("team-{team}"), spec).await;
+    }
+    // A wider window than the default 50 ms: a debug build on a busy machine may take that
+    // long between the first and the last policy's reconcile of one cycle.
+    let ctl = ControllerProcess::start_with(&ns, &[("RECOVERY_PROBE_BATCH_WINDOW", "300ms")]);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    ctl.kill();
+
+    // Group the calls into cycles by time: a cycle's calls start within the batch window,
+    // cycles are probeInterval apart. The first and last may be cut short.
+    let ecs = faults.calls_for("ecs", "DescribeServices", "cluster", &cluster).await;
+    let rds: Vec<_> = faults
+        .log("rds", "DescribeDBInstances")
+        .await
+        .into_iter()
+        .filter(|e| e.to_string().contains(&dbs[0]) || e.to_string().contains(&dbs[1]))
+        .collect();
+    let time = |e: &serde_json::Value| e["time"].as_f64().expect("log entries have a time");
+    let mut starts: Vec<f64> = Vec::new();
+    for t in ecs.iter().map(time) {
+        if starts.last().is_none_or(|s| t - s > 1.0) {
+            starts.push(t);
+        }
+    }
+    assert!(starts.len() >= 4, "at least four probe cycles in 11 s at a 2 s interval: {starts:?}");
+    for (i, start) in starts.iter().enumerate().skip(1).take(starts.len() - 2) {
+        let in_cycle = |e: &&serde_json::Value| (time(e) - start).abs() < 1.0;
+        let sizes: Vec<usize> =
+            ecs.iter().filter(in_cycle).map(|c| c["params"]["services"].as_array().map_or(0, Vec::len)).collect();
+        let mut sorted = sizes.clone();
+        sorted.sort();
+        assert_eq!(sorted, [5, 10, 10], "cycle {i}: 25 services of five policies in three calls");
+        assert_eq!(rds.iter().filter(in_cycle).count(), 1, "cycle {i}: both databases in one call");
+    }
+}
+
+#[tokio::test]
 async fn throttling_opens_nothing_says_why_and_detection_resumes() {
     let client = support::client().await;
     let ns = namespace(&client, "det-throttle").await;

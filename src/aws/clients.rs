@@ -13,7 +13,9 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
 
 use super::AwsFault;
+use super::batch::Coalescer;
 use super::breaker::{Breaker, BreakerConfig};
+use super::probe::{ECS_BATCH, ProbeReport, RDS_BATCH};
 use crate::metrics::Metrics;
 
 /// Route 53's account-wide limit.
@@ -32,6 +34,8 @@ pub struct Clients {
     pub limits: Arc<Limits>,
     /// Where calls are counted.
     pub metrics: Arc<Metrics>,
+    /// The region and role these clients act in: probe batches never mix accounts.
+    pub account: Arc<str>,
 }
 
 impl Clients {
@@ -70,6 +74,8 @@ pub struct AwsSettings {
     pub attempt_timeout: Duration,
     /// A whole operation's limit, the SDK's retries of reads included.
     pub operation_timeout: Duration,
+    /// How long a probe read waits for other policies' ids to share its call.
+    pub batch_window: Duration,
 }
 
 impl Default for AwsSettings {
@@ -79,12 +85,12 @@ impl Default for AwsSettings {
             breaker: BreakerConfig::default(),
             attempt_timeout: Duration::from_secs(10),
             operation_timeout: Duration::from_secs(30),
+            batch_window: Duration::from_millis(50),
         }
     }
 }
 
 /// Process-wide limits on AWS calls.
-#[derive(Debug)]
 pub struct Limits {
     /// Calls in flight across the process: bounds memory and sockets at 10,000 targets.
     pub in_flight: Semaphore,
@@ -92,6 +98,19 @@ pub struct Limits {
     pub route53: DefaultDirectRateLimiter,
     /// Pauses new remediation while AWS is failing.
     pub breaker: Breaker,
+    /// Open DescribeServices batches by account and cluster.
+    pub ecs_batches: Coalescer<(Arc<str>, String), ProbeReport>,
+    /// Open DescribeDBInstances batches by account.
+    pub rds_batches: Coalescer<Arc<str>, ProbeReport>,
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("in_flight", &self.in_flight)
+            .field("breaker", &self.breaker)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builds and caches [`Clients`].
@@ -117,13 +136,13 @@ impl ClientCache {
             )
             .load()
             .await;
-        Self::new(base, settings.in_flight, settings.breaker, metrics)
+        Self::new(base, &settings, metrics)
     }
 
-    /// From a ready config (tests).
-    pub fn new(base: SdkConfig, max_in_flight: usize, breaker: BreakerConfig, metrics: Arc<Metrics>) -> Self {
+    /// From a ready config.
+    pub fn new(base: SdkConfig, settings: &AwsSettings, metrics: Arc<Metrics>) -> Self {
         let limits = Arc::new(Limits {
-            in_flight: Semaphore::new(max_in_flight.max(1)),
+            in_flight: Semaphore::new(settings.in_flight.max(1)),
             // Evenly spaced, no burst: a burst of 5 at the end of one second and 5 more at the
             // start of the next would be 10 in one second (the bench saw 8 with per_second).
             route53: RateLimiter::direct(
@@ -131,7 +150,9 @@ impl ClientCache {
                     .expect("non-zero")
                     .allow_burst(std::num::NonZeroU32::MIN),
             ),
-            breaker: Breaker::new(breaker),
+            breaker: Breaker::new(settings.breaker),
+            ecs_batches: Coalescer::new(settings.batch_window, ECS_BATCH),
+            rds_batches: Coalescer::new(settings.batch_window, RDS_BATCH),
         });
         Self { base, limits, metrics, clients: Mutex::new(HashMap::new()) }
     }
@@ -166,6 +187,7 @@ impl ClientCache {
             route53: aws_sdk_route53::Client::new(&config),
             limits: self.limits.clone(),
             metrics: self.metrics.clone(),
+            account: format!("{region} {}", role_arn.unwrap_or_default()).into(),
         };
         self.clients.lock().expect("not poisoned").entry(key).or_insert(clients).clone()
     }

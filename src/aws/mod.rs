@@ -8,6 +8,7 @@
 //! limiter, since its 5 requests per second are per account, not per policy.
 
 pub mod act;
+pub mod batch;
 pub mod breaker;
 pub mod clients;
 pub mod error;

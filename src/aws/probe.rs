@@ -2,10 +2,12 @@
 //!
 //! ECS DescribeServices takes 10 services a call; RDS DescribeDBInstances takes a
 //! `db-instance-id` filter with many values (paginated); Route 53 GetHealthCheckStatus takes
-//! one check and is rate-limited process-wide. All calls of a policy run concurrently under
-//! the process-wide in-flight bound, so one slow target does not hold up the others.
+//! one check and is rate-limited process-wide. ECS and RDS ids of policies probing at the
+//! same moment share calls (`aws::batch`). All calls of a policy run concurrently under the
+//! process-wide in-flight bound, so one slow target does not hold up the others.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use aws_sdk_rds::types::Filter;
 use futures::FutureExt;
@@ -39,20 +41,55 @@ impl ProbeReport {
         self.faults.extend(other.faults);
         self.missing.extend(other.missing);
     }
+
+    /// What shared batches said about `keys`: their probes, which of them are missing, and
+    /// each batch's faults (a failed call failed for every id in it).
+    fn picked(answers: &[Arc<ProbeReport>], keys: &[String]) -> ProbeReport {
+        let mut report = ProbeReport::default();
+        for answer in answers {
+            let mine: Vec<&String> = keys.iter().filter(|k| answer.probes.contains_key(*k)).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            for key in mine {
+                report.probes.insert(key.clone(), answer.probes[key].clone());
+            }
+            report.missing.extend(answer.missing.iter().filter(|m| keys.contains(m)).cloned());
+            report.faults.extend(answer.faults.iter().cloned());
+        }
+        report
+    }
 }
 
-/// Probes every target of a policy.
+/// Probes every target of a policy. ECS and RDS reads go through the process-wide
+/// coalescers (see `aws::batch`), so policies probing at the same moment share calls.
 pub async fn probe_policy(clients: &Clients, spec: &RecoveryPolicySpec) -> ProbeReport {
     let t = &spec.targets;
+    let limits = &clients.limits;
     let mut calls: Vec<BoxFuture<'_, ProbeReport>> = Vec::new();
     for group in &t.ecs_services {
-        for chunk in group.services.chunks(ECS_BATCH) {
-            calls.push(probe_ecs(clients, &group.cluster, chunk).boxed());
-        }
+        let cluster = group.cluster.as_str();
+        calls.push(
+            async move {
+                let key = (clients.account.clone(), cluster.to_owned());
+                let answers =
+                    limits.ecs_batches.load(&key, &group.services, |ids| probe_ecs(clients, cluster, ids)).await;
+                let keys: Vec<String> = group.services.iter().map(|s| format!("ecs/{cluster}/{s}")).collect();
+                ProbeReport::picked(&answers, &keys)
+            }
+            .boxed(),
+        );
     }
-    let ids: Vec<&str> = t.rds_instances.iter().map(|d| d.identifier.as_str()).collect();
-    for chunk in ids.chunks(RDS_BATCH) {
-        calls.push(probe_rds(clients, chunk.to_vec()).boxed());
+    if !t.rds_instances.is_empty() {
+        calls.push(
+            async move {
+                let ids: Vec<String> = t.rds_instances.iter().map(|d| d.identifier.clone()).collect();
+                let answers = limits.rds_batches.load(&clients.account, &ids, |ids| probe_rds(clients, ids)).await;
+                let keys: Vec<String> = ids.iter().map(|id| format!("rds/{id}")).collect();
+                ProbeReport::picked(&answers, &keys)
+            }
+            .boxed(),
+        );
     }
     for hc in &t.route53_health_checks {
         calls.push(probe_health_check(clients, &hc.health_check_id).boxed());
@@ -65,26 +102,26 @@ pub async fn probe_policy(clients: &Clients, spec: &RecoveryPolicySpec) -> Probe
 }
 
 /// One DescribeServices call for up to ten services of a cluster.
-pub async fn probe_ecs(clients: &Clients, cluster: &str, services: &[String]) -> ProbeReport {
+pub async fn probe_ecs(clients: &Clients, cluster: &str, services: Vec<String>) -> ProbeReport {
     let key = |s: &str| format!("ecs/{cluster}/{s}");
     let mut report = ProbeReport::default();
     let result = {
         let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
-        let call = clients.ecs.describe_services().cluster(cluster).set_services(Some(services.to_vec()));
+        let call = clients.ecs.describe_services().cluster(cluster).set_services(Some(services.clone()));
         clients.observe("ecs:DescribeServices", call.send().await)
     };
     let out = match result {
         Ok(out) => out,
         // A missing cluster is a target that does not exist, not AWS failing.
         Err(fault) if fault.code == "ClusterNotFoundException" => {
-            for s in services {
+            for s in &services {
                 report.probes.insert(key(s), Probe::Unknown(format!("ECS has no cluster {cluster}")));
                 report.missing.push(key(s));
             }
             return report;
         }
         Err(fault) => {
-            for s in services {
+            for s in &services {
                 report.probes.insert(key(s), Probe::Unknown(fault.to_string()));
             }
             report.faults.push(fault);
@@ -124,20 +161,17 @@ pub async fn probe_ecs(clients: &Clients, cluster: &str, services: &[String]) ->
             }
         }
     }
-    for s in services {
+    for s in &services {
         report.probes.entry(key(s)).or_insert_with(|| Probe::Unknown("ECS did not mention the service".into()));
     }
     report
 }
 
 /// DescribeDBInstances filtered to the given identifiers, following pagination.
-pub async fn probe_rds(clients: &Clients, identifiers: Vec<&str>) -> ProbeReport {
+pub async fn probe_rds(clients: &Clients, identifiers: Vec<String>) -> ProbeReport {
     let key = |id: &str| format!("rds/{id}");
     let mut report = ProbeReport::default();
-    let filter = Filter::builder()
-        .name("db-instance-id")
-        .set_values(Some(identifiers.iter().map(|s| s.to_string()).collect()))
-        .build();
+    let filter = Filter::builder().name("db-instance-id").set_values(Some(identifiers.clone())).build();
     let mut marker: Option<String> = None;
     loop {
         let result = {

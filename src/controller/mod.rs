@@ -207,8 +207,10 @@ pub struct Scope {
     /// Label selector on policies (sharding). Incidents and plans carry their policy's
     /// labels, so the same selector picks them.
     pub selector: Option<String>,
-    /// Objects of one kind reconciled at once.
+    /// Incidents, plans or alerts reconciled at once.
     pub concurrency: u16,
+    /// Policies reconciled (probed) at once.
+    pub probe_concurrency: u16,
 }
 
 /// Runs the three controllers for every namespace in scope until the process is asked to
@@ -238,8 +240,9 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, scope: Scope) {
         Some(sel) => watcher::Config::default().labels(sel),
         None => watcher::Config::default(),
     };
+    let probes = kube::runtime::controller::Config::default().concurrency(scope.probe_concurrency);
     let policies = Controller::new(api::<RecoveryPolicy>(client, &namespace), watch.clone())
-        .with_config(cfg.clone())
+        .with_config(probes)
         .graceful_shutdown_on(shutdown_signal())
         .run(|o, c| measured("policy", c.clone(), policy::reconcile(o, c)), error_policy, ctx.clone())
         .for_each(|r| log_result("policy", r));

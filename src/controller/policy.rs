@@ -21,9 +21,9 @@ use crate::api::common::{self, parse_duration};
 use crate::api::incident::Incident;
 use crate::api::policy::{RecoveryPolicyStatus, TargetState};
 use crate::aws::probe::{ProbeReport, probe_policy};
-use crate::core::detection::{Decision, adopt_orphans, detect, probe_wait};
+use crate::core::detection::{Decision, adopt_orphans, detect, next_probe, probe_wait};
 use crate::core::rails::{Held, RailInputs, may_act};
-use crate::core::time::{add, since};
+use crate::core::time::since;
 use crate::metrics::IncidentLabels;
 
 use super::{Context, Error, MANAGER, incidents, now};
@@ -57,9 +57,12 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
     let spec_seen = status.observed_generation == policy.metadata.generation;
     let key = format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any());
     if let Some(last) = ctx.last_probe(&key).or(status.last_probe_time.as_ref().map(|t| t.0)) {
-        let due = add(last, probe_wait(interval, last, aws_failing_since(&status)));
+        let due = next_probe(interval, last, aws_failing_since(&status));
         if spec_seen && now < due {
             return Ok(Action::requeue(since(due, now).max(Duration::from_millis(100))));
+        }
+        if spec_seen {
+            ctx.metrics.probe_lag_seconds.observe(since(now, due).as_secs_f64());
         }
     }
 
@@ -115,8 +118,8 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
     }
     write_status(&policy, &ctx, &next).await?;
 
-    let elapsed = since(crate::controller::now(), now);
-    Ok(Action::requeue(wait.saturating_sub(elapsed).max(Duration::from_secs(1))))
+    let due = next_probe(interval, now, aws_failing_since(&next));
+    Ok(Action::requeue(since(due, crate::controller::now()).max(Duration::from_millis(100))))
 }
 
 /// Since when the policy's AWS calls have been failing, if they are.

@@ -190,6 +190,23 @@ pub fn probe_wait(
     }
 }
 
+/// When a policy last probed at `last_probe` is probed next: `probe_wait` later, moved to
+/// the grid of `probeInterval` multiples since the Unix epoch (the first grid point at least
+/// half an interval before `last_probe + wait`).
+///
+/// Policies with the same interval thus probe at the same moments, so their calls to one
+/// cluster or region batch together (see `aws::batch`), and a probe that started late on a
+/// busy process keeps its place instead of drifting. A policy joining the grid (new, or
+/// after a backoff) may probe once as early as half an interval after its last probe;
+/// after that, exactly every interval.
+pub fn next_probe(interval: std::time::Duration, last_probe: Timestamp, failing_since: Option<Timestamp>) -> Timestamp {
+    let wait = probe_wait(interval, last_probe, failing_since);
+    let step = interval.as_nanos().max(1) as i128;
+    let earliest = last_probe.as_nanosecond() + wait.as_nanos() as i128 - step / 2;
+    let grid = earliest.div_euclid(step) * step + if earliest.rem_euclid(step) == 0 { 0 } else { step };
+    Timestamp::from_nanosecond(grid).unwrap_or(Timestamp::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +223,33 @@ mod tests {
     }
     fn err() -> Probe {
         Probe::Unknown("ThrottlingException".into())
+    }
+
+    #[test]
+    fn probes_keep_to_the_interval_grid() {
+        use crate::core::testing::at;
+        use std::time::Duration;
+        let i = Duration::from_secs(30);
+        let ms = |t: Timestamp, ms: i64| t + k8s_openapi::jiff::SignedDuration::from_millis(ms);
+        let cases = [
+            // (last probe, failing since, next probe)
+            (at(0), None, at(30)),             // on the grid: exactly one interval
+            (ms(at(0), 2_500), None, at(30)),  // started 2.5 s late: back on the grid
+            (ms(at(0), 14_999), None, at(30)), // late by less than half an interval
+            (at(15), None, at(30)),            // half an interval late: still the next point
+            (ms(at(15), 1), None, at(60)),     // later than that: the point after
+            (at(7), None, at(30)),             // joining: at least half an interval later
+            (at(20), None, at(60)),
+            (at(60), Some(at(0)), at(120)), // failing 60 s: wait 60 s, on the grid
+            (at(61), Some(at(0)), at(120)),
+            (at(10_000), Some(at(0)), at(10_290)), // the five-minute cap, on the grid
+        ];
+        for (last, failing, want) in cases {
+            assert_eq!(next_probe(i, last, failing), want, "last {last}, failing since {failing:?}");
+        }
+        // Two policies with one interval, probed at different moments, meet on the grid.
+        let five = Duration::from_secs(5);
+        assert_eq!(next_probe(five, ms(at(1), 100), None), next_probe(five, ms(at(2), 400), None));
     }
 
     #[test]
