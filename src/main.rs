@@ -51,8 +51,9 @@ struct RunArgs {
     #[arg(long, env = "RECOVERY_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
     /// Policies probed at once. A probe mostly waits on AWS (whose calls --aws-in-flight
-    /// bounds), and probes running together share their reads, so many is cheap.
-    #[arg(long, env = "RECOVERY_PROBE_CONCURRENCY", default_value_t = 512)]
+    /// bounds), and probes running together share their reads; more at once batch better
+    /// and cost memory (see BENCHMARKS.md).
+    #[arg(long, env = "RECOVERY_PROBE_CONCURRENCY", default_value_t = 256)]
     probe_concurrency: u16,
     /// How long a probe read waits for other policies' ids to share its call (ten ECS
     /// services, a hundred RDS instances a call).
@@ -176,7 +177,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     let work = async {
         if !args.leader_election {
-            controller::run(ctx, scope).await;
+            controller::run(ctx.clone(), scope).await;
+            ctx.flush_events().await;
             return Ok::<_, Box<dyn std::error::Error>>(());
         }
         let namespace = args.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
@@ -202,7 +204,10 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 }
             };
             tokio::select! {
-                _ = controller::run(ctx.clone(), scope.clone()) => return Ok(()),
+                _ = controller::run(ctx.clone(), scope.clone()) => {
+                    ctx.flush_events().await;
+                    return Ok(());
+                }
                 _ = lost => tracing::warn!("lost the lease: stopping every controller"),
             }
         }

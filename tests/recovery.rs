@@ -343,7 +343,9 @@ async fn max_concurrent_plans_holds_the_second() {
         (executing == 1 && held == 1).then_some(())
     })
     .await;
-    let restarts = e.restarts().await;
+    // Executing is on record just before the restart is sent.
+    let restarts =
+        eventually("the first restart", WAIT, || async { Some(e.restarts().await).filter(|r| !r.is_empty()) }).await;
     assert_eq!(restarts.len(), 1, "only the first plan acted");
     // Heal the first; then the second may go.
     let first = restarts[0]["params"]["service"].as_str().unwrap().to_owned();

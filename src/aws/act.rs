@@ -357,8 +357,7 @@ async fn record_aliases_target(clients: &Clients, p: &StepParameters) -> Result<
         message: "step has no alias target".into(),
         retryable: false,
     })?;
-    clients.limits.route53.until_ready().await;
-    let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
+    clients.limits.route53_turn().await;
     let out = clients.observe(
         "route53:ListResourceRecordSets",
         clients
@@ -418,24 +417,21 @@ async fn update_dns(clients: &Clients, p: &StepParameters) -> Result<ActionOutco
         .changes(change)
         .build()
         .map_err(|e| ActionOutcome::Failed { message: e.to_string(), retryable: false })?;
-    clients.limits.route53.until_ready().await;
-    let out = {
-        let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
-        clients
-            .observe(
-                "route53:ChangeResourceRecordSets",
-                clients
-                    .route53
-                    .change_resource_record_sets()
-                    .hosted_zone_id(zone)
-                    .change_batch(batch)
-                    .customize()
-                    .config_override(once_route53())
-                    .send()
-                    .await,
-            )
-            .map_err(mutation_failed)?
-    };
+    clients.limits.route53_turn().await;
+    let out = clients
+        .observe(
+            "route53:ChangeResourceRecordSets",
+            clients
+                .route53
+                .change_resource_record_sets()
+                .hosted_zone_id(zone)
+                .change_batch(batch)
+                .customize()
+                .config_override(once_route53())
+                .send()
+                .await,
+        )
+        .map_err(mutation_failed)?;
     let change_id = out.change_info().map(|c| c.id().to_owned()).unwrap_or_default();
     Ok(ActionOutcome::Done {
         message: format!(
@@ -456,13 +452,10 @@ async fn verify_dns(
 ) -> Result<VerifyOutcome, String> {
     let mut ev = BTreeMap::new();
     if let Some(change_id) = earlier.get("changeId") {
-        clients.limits.route53.until_ready().await;
-        let out = {
-            let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
-            clients
-                .observe("route53:GetChange", clients.route53.get_change().id(change_id).send().await)
-                .map_err(|f| f.to_string())?
-        };
+        clients.limits.route53_turn().await;
+        let out = clients
+            .observe("route53:GetChange", clients.route53.get_change().id(change_id).send().await)
+            .map_err(|f| f.to_string())?;
         let status = out.change_info().map(|c| c.status().as_str().to_owned()).unwrap_or_default();
         if status != "INSYNC" {
             return Err(format!("change {change_id} is {status}"));

@@ -1,11 +1,12 @@
-//! The only code that talks to AWS: clients per region and role, probes, and (later) actions.
+//! The only code that talks to AWS: clients per region and role, probes, and actions.
 //!
 //! Every read goes through the SDK's standard retry (exponential backoff with jitter for
-//! throttling, 5xx and timeouts) under per-attempt and per-operation timeouts, and through a
-//! process-wide bound on calls in flight. Mutating calls are sent once per attempt, never
-//! retried by the SDK: a call that timed out or lost its connection may have taken effect,
-//! so only the step machine may try again, after its check-first read (see `act`). Route 53 calls also pass a process-wide rate
-//! limiter, since its 5 requests per second are per account, not per policy.
+//! throttling, 5xx and timeouts) under per-attempt and per-operation timeouts. ECS and RDS
+//! calls pass a process-wide bound on calls in flight; Route 53 calls pass a process-wide
+//! rate limiter instead, since its 5 requests per second are per account, not per policy.
+//! Mutating calls are sent once per attempt, never retried by the SDK: a call that timed out
+//! or lost its connection may have taken effect, so only the step machine may try again,
+//! after its check-first read (see `act`).
 
 pub mod act;
 pub mod batch;

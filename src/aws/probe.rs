@@ -224,14 +224,11 @@ pub async fn probe_rds(clients: &Clients, identifiers: Vec<String>) -> ProbeRepo
 pub async fn probe_health_check(clients: &Clients, id: &str) -> ProbeReport {
     let key = format!("route53/{id}");
     let mut report = ProbeReport::default();
-    clients.limits.route53.until_ready().await;
-    let result = {
-        let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
-        clients.observe(
-            "route53:GetHealthCheckStatus",
-            clients.route53.get_health_check_status().health_check_id(id).send().await,
-        )
-    };
+    clients.limits.route53_turn().await;
+    let result = clients.observe(
+        "route53:GetHealthCheckStatus",
+        clients.route53.get_health_check_status().health_check_id(id).send().await,
+    );
     match result {
         Ok(out) => {
             let observations = out.health_check_observations();

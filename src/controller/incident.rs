@@ -50,7 +50,14 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     let plans: Api<RecoveryPlan> = Api::namespaced(ctx.client.clone(), &ns);
     // Work on the object as persisted: its status is shared with detection and the alert
     // ledger, and every write is guarded by the resourceVersion read here.
-    let Some(incident) = incidents.get_opt(&incident.name_any()).await? else { return Ok(Action::await_change()) };
+    // (The policy and plan names are fixed when the incident is made, so all three are
+    // read together.)
+    let own = incident.name_any();
+    let name = plan_name(&own);
+    let policies = Api::<RecoveryPolicy>::namespaced(ctx.client.clone(), &ns);
+    let (fresh, policy, plan) =
+        tokio::try_join!(incidents.get_opt(&own), policies.get_opt(&incident.spec.policy), plans.get_opt(&name))?;
+    let Some(incident) = fresh else { return Ok(Action::await_change()) };
     // The cache may lag: never move a resolved incident back to an earlier phase.
     if incident.status.as_ref().and_then(|s| s.phase) == Some(IncidentPhase::Resolved) {
         return Ok(Action::await_change());
@@ -60,9 +67,6 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     let generation = incident.metadata.generation;
     let t = now();
 
-    let policy = Api::<RecoveryPolicy>::namespaced(ctx.client.clone(), &ns).get_opt(&incident.spec.policy).await?;
-    let name = plan_name(&incident.name_any());
-    let plan = plans.get_opt(&name).await?;
     let allowed = |status: &mut crate::api::incident::IncidentStatus, ok: bool, reason: &str, msg: String| {
         set_condition(&mut status.conditions, conditions::REMEDIATION_ALLOWED, ok, reason, msg, generation, t)
     };
@@ -91,7 +95,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         (Some(p), None) => match plan_steps(&incident.spec, status.metrics.as_ref(), &p.spec) {
             Err(e) => {
                 if allowed(status, false, "CannotPlan", e.to_string()) {
-                    ctx.event(&incident, EventType::Warning, "CannotPlan", "Plan", e.to_string()).await;
+                    ctx.event(&incident, EventType::Warning, "CannotPlan", "Plan", e.to_string());
                 }
             }
             Ok(steps) => {
@@ -105,7 +109,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
                 };
                 create_plan(&plans, &incident, &name, spec).await?;
                 info!(plan = %name, "plan created");
-                ctx.event(&incident, EventType::Normal, "PlanCreated", "Plan", format!("created plan {name}")).await;
+                ctx.event(&incident, EventType::Normal, "PlanCreated", "Plan", format!("created plan {name}"));
                 status.plan = Some(name.clone());
                 status.phase = Some(IncidentPhase::Investigating);
                 allowed(status, true, "PlanCreated", format!("plan {name} was made"));
@@ -132,7 +136,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
                     generation,
                     t,
                 ) {
-                    ctx.event(&incident, EventType::Warning, "RemediationFailed", "Remediate", msg).await;
+                    ctx.event(&incident, EventType::Warning, "RemediationFailed", "Remediate", msg);
                 }
                 if let Some(patched) = escalate(&incidents, &incident, &name).await? {
                     // The patch was guarded by the same resourceVersion and touched no

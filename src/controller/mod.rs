@@ -42,8 +42,8 @@ pub struct Context {
     pub client: Client,
     /// AWS clients and process-wide AWS limits.
     pub aws: ClientCache,
-    /// Event recorder.
-    pub recorder: Recorder,
+    /// Events to publish, in order, by one background task (see [`Context::event`]).
+    events: tokio::sync::mpsc::Sender<Outgoing>,
     /// Per-policy locks serialising plan decisions (see `plan::reconcile`).
     locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Test-only: abort the process at this named point (`RECOVERY_FAILPOINT`).
@@ -71,8 +71,10 @@ impl Context {
         allow_insecure_endpoints: bool,
     ) -> Arc<Self> {
         let reporter = Reporter { controller: MANAGER.into(), instance };
+        let (events, queue) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        tokio::spawn(publish_events(Recorder::new(client.clone(), reporter), queue));
         Arc::new(Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events,
             client,
             aws,
             locks: Default::default(),
@@ -118,8 +120,10 @@ impl Context {
         }
     }
 
-    /// Emits an Event; a failure to record it is logged, never fatal.
-    pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
+    /// Queues an Event. A reconcile never waits for the API server to record it (an
+    /// Event is two round trips, and a plan about to act should not pay them); one task
+    /// publishes the queue in order, and a failure to record is logged, never fatal.
+    pub fn event<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
     where
         K: Resource<DynamicType = ()>,
     {
@@ -130,8 +134,42 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
-            tracing::warn!(error = %e, reason, "could not record event");
+        if self.events.try_send(Outgoing::Event(Box::new((ev, obj.object_ref(&()))))).is_err() {
+            // Only while the API server has been refusing Events for thousands in a row;
+            // status still carries every decision.
+            tracing::warn!(reason, "event queue full; dropping the event");
+        }
+    }
+
+    /// Waits until every Event queued so far is published (at shutdown).
+    pub async fn flush_events(&self) {
+        let (done, published) = tokio::sync::oneshot::channel();
+        if self.events.send(Outgoing::Flush(done)).await.is_ok() {
+            let _ = published.await;
+        }
+    }
+}
+
+/// Events waiting to be published; beyond this, new ones are dropped.
+const EVENT_QUEUE: usize = 4096;
+
+enum Outgoing {
+    Event(Box<(Event, k8s_openapi::api::core::v1::ObjectReference)>),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+async fn publish_events(recorder: Recorder, mut queue: tokio::sync::mpsc::Receiver<Outgoing>) {
+    while let Some(next) = queue.recv().await {
+        match next {
+            Outgoing::Event(event) => {
+                let (ev, reference) = *event;
+                if let Err(e) = recorder.publish(&ev, &reference).await {
+                    tracing::warn!(error = %e, reason = ev.reason, "could not record event");
+                }
+            }
+            Outgoing::Flush(done) => {
+                let _ = done.send(());
+            }
         }
     }
 }

@@ -46,11 +46,17 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
     // Decisions rest on what is persisted, not on a watch cache that may lag our last write.
     let Some(mut plan) = plans.get_opt(&plan.name_any()).await? else { return Ok(Action::await_change()) };
     release_once_started(&plan, &mut guard);
-    let policy = Api::<RecoveryPolicy>::namespaced(ctx.client.clone(), &ns).get_opt(&plan.spec.policy).await?;
-    let incident = Api::<Incident>::namespaced(ctx.client.clone(), &ns).get_opt(&plan.spec.incident).await?;
+    // The rails' inputs, read together: one round trip's wait instead of three.
+    let policies = Api::<RecoveryPolicy>::namespaced(ctx.client.clone(), &ns);
+    let incidents = Api::<Incident>::namespaced(ctx.client.clone(), &ns);
+    let by_policy = ListParams::default().labels(&format!("{POLICY_LABEL}={}", plan.spec.policy));
+    let (policy, incident, siblings) = tokio::try_join!(
+        policies.get_opt(&plan.spec.policy),
+        incidents.get_opt(&plan.spec.incident),
+        plans.list(&by_policy),
+    )?;
+    let siblings = siblings.items;
     let settings = settings(policy.as_ref());
-    let siblings =
-        plans.list(&ListParams::default().labels(&format!("{POLICY_LABEL}={}", plan.spec.policy))).await?.items;
 
     // Transitions are applied to `working` and written together: before a mutating call
     // (its InProgress must be on record first), and whenever the reconcile stops to wait.
@@ -159,7 +165,7 @@ async fn persist(
         } else {
             info!(reason = t.reason(), "{}", t.message());
         }
-        ctx.event(&plan, type_, t.reason(), "Remediate", t.message()).await;
+        ctx.event(&plan, type_, t.reason(), "Remediate", t.message());
     }
     Ok(plan)
 }

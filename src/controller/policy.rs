@@ -101,7 +101,7 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
     };
     set_conditions(&mut next, &report, alerts, policy.metadata.generation, now);
     if let Some(held) = set_remediation_allowed(&policy, &mut next, ctx.aws.circuit_open(), now) {
-        ctx.event(&*policy, EventType::Warning, held.rail.reason(), "Guard", held.message).await;
+        ctx.event(&*policy, EventType::Warning, held.rail.reason(), "Guard", held.message);
     }
     let wait = probe_wait(interval, now, aws_failing_since(&next));
     if wait > interval {
@@ -161,7 +161,7 @@ async fn apply_decisions(
                                 inc.spec.severity.as_str(),
                                 inc.spec.description
                             );
-                            ctx.event(policy, EventType::Warning, "IncidentOpened", "Detect", note).await;
+                            ctx.event(policy, EventType::Warning, "IncidentOpened", "Detect", note);
                         }
                     }
                     Decision::StillUnhealthy { incident, metrics } => {
@@ -248,7 +248,7 @@ async fn resolve(
     if incidents::resolve(api, incident, metrics, reason, message, now).await?.is_some() {
         info!(%incident, reason, "incident resolved");
         let note = format!("resolved incident {incident}: {message}");
-        ctx.event(policy, EventType::Normal, "IncidentResolved", "Detect", note).await;
+        ctx.event(policy, EventType::Normal, "IncidentResolved", "Detect", note);
     }
     Ok(())
 }
