@@ -103,11 +103,11 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
     if let Some(held) = set_remediation_allowed(&policy, &mut next, ctx.aws.circuit_open(), now) {
         ctx.event(&*policy, EventType::Warning, held.rail.reason(), "Guard", held.message);
     }
-    let wait = probe_wait(interval, now, aws_failing_since(&next));
-    if wait > interval {
+    let due = next_probe(interval, now, aws_failing_since(&next));
+    if probe_wait(interval, now, aws_failing_since(&next)) > interval {
         // Say why the policy is probed less often than it asks.
         if let Some(c) = next.conditions.iter_mut().find(|c| c.type_ == conditions::AWS_REACHABLE) {
-            c.message = format!("{}; backing off: next probe in {}s", c.message, wait.as_secs());
+            c.message = format!("{}; backing off: next probe in {}s", c.message, since(due, now).as_secs());
         }
     }
     // A probe that changed nothing writes nothing, but lastProbeTime is kept within
@@ -117,8 +117,6 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
         next.last_probe_time = Some(Time(now));
     }
     write_status(&policy, &ctx, &next).await?;
-
-    let due = next_probe(interval, now, aws_failing_since(&next));
     Ok(Action::requeue(since(due, crate::controller::now()).max(Duration::from_millis(100))))
 }
 
