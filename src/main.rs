@@ -59,7 +59,8 @@ struct RunArgs {
     /// services, a hundred RDS instances a call).
     #[arg(long, env = "RECOVERY_PROBE_BATCH_WINDOW", default_value = "50ms", value_parser = humantime::parse_duration)]
     probe_batch_window: Duration,
-    /// AWS calls in flight across the process.
+    /// ECS and RDS calls in flight across the process (Route 53 calls are bounded by its
+    /// account-wide rate limit instead).
     #[arg(long, env = "RECOVERY_AWS_IN_FLIGHT", default_value_t = 32)]
     aws_in_flight: usize,
     /// AWS circuit breaker: how far back AWS call outcomes count (e.g. `60s`).

@@ -51,8 +51,8 @@ impl<K: Hash + Eq + Clone, R> Coalescer<K, R> {
         let mut mine: Vec<Arc<Batch<R>>> = Vec::new();
         {
             let mut open = self.open.lock().expect("not poisoned");
+            let deadline = Instant::now() + self.window;
             for id in ids {
-                let deadline = Instant::now() + self.window;
                 let batch = open
                     .entry(key.clone())
                     .or_insert_with(|| Arc::new(Batch { ids: Mutex::default(), deadline, result: OnceCell::new() }))

@@ -65,7 +65,7 @@ impl Clients {
 /// How the process talks to AWS (the `run` command's `--aws-*` flags).
 #[derive(Clone, Debug)]
 pub struct AwsSettings {
-    /// Calls in flight across the process.
+    /// ECS and RDS calls in flight across the process (Route 53's rate limit bounds its own).
     pub in_flight: usize,
     /// The circuit breaker.
     pub breaker: BreakerConfig,

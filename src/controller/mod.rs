@@ -251,8 +251,9 @@ pub struct Scope {
     pub probe_concurrency: u16,
 }
 
-/// Runs the three controllers for every namespace in scope until the process is asked to
-/// stop (SIGTERM or Ctrl-C), finishing in-flight reconciles first.
+/// Runs the four controllers (policy, incident, alert, plan) for every namespace in scope
+/// until the process is asked to stop (SIGTERM or Ctrl-C), finishing in-flight reconciles
+/// first.
 pub async fn run(ctx: Arc<Context>, scope: Scope) {
     let namespaces: Vec<Option<String>> =
         if scope.namespaces.is_empty() { vec![None] } else { scope.namespaces.iter().cloned().map(Some).collect() };
