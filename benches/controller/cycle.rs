@@ -47,7 +47,7 @@ pub struct Cpu {
 }
 
 impl Cpu {
-    fn sample(parts: &Parts, controller: u32) -> Self {
+    pub fn sample(parts: &Parts, controller: u32) -> Self {
         Self {
             controller: process::cpu_seconds(controller),
             moto: process::cpu_seconds(parts.moto),
@@ -56,7 +56,7 @@ impl Cpu {
         }
     }
 
-    fn since(self, before: Self) -> Self {
+    pub fn since(self, before: Self) -> Self {
         Self {
             controller: self.controller - before.controller,
             moto: self.moto - before.moto,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 
 use crate::audit::{self, Writes};
+use crate::cycle::Cpu;
 use crate::faults::Faults;
 use crate::fixture::{self, Layout, PolicyTargets};
 use crate::process::Controller;
@@ -41,6 +42,8 @@ pub struct Recovery {
     pub inject_spread: f64,
     /// API server requests in the namespace, from the audit log.
     pub writes: Writes,
+    /// CPU seconds from the first fault to the last plan finished.
+    pub cpu: Cpu,
 }
 
 /// Runs the scenario with `n` services.
@@ -70,6 +73,7 @@ pub async fn run(parts: &Parts, cfg: &SdkConfig, faults: &Faults, n: usize, repo
 
     faults.clear_log().await;
     let mut injected = BTreeMap::new();
+    let cpu0 = Cpu::sample(parts, controller.pid());
     let first = now();
     for (cluster, service) in &services {
         faults.degrade_ecs(cluster, service, 0).await;
@@ -78,6 +82,7 @@ pub async fn run(parts: &Parts, cfg: &SdkConfig, faults: &Faults, n: usize, repo
     let inject_spread = now() - first;
     let timeout = Duration::from_secs(600);
     let last = until("every plan finished", timeout, || plans.all_reached(n, 1)).await;
+    let cpu = Cpu::sample(parts, controller.pid()).since(cpu0);
     // Let the incidents resolve (one healthy probe) before the writes are counted.
     tokio::time::sleep(Duration::from_secs(INTERVAL_SECS + 2)).await;
     drop(controller);
@@ -115,5 +120,6 @@ pub async fn run(parts: &Parts, cfg: &SdkConfig, faults: &Faults, n: usize, repo
         after_last_incident: last - last_incident,
         inject_spread,
         writes: audit::count(&parts.audit_log, ns),
+        cpu,
     }
 }

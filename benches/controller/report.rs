@@ -219,6 +219,11 @@ fn latency(w: &mut String, r: &Recovery) {
         "\nPlans: {} Completed, {} Failed. First fault → last plan Completed: {:.1} s; last incident opened → last plan Completed: {:.1} s.\n",
         r.completed, r.failed, r.all_completed, r.after_last_incident
     );
+    let _ = writeln!(
+        w,
+        "CPU from the first fault to the last plan finished ({:.1} s): controller {:.2} s, moto {:.2} s, kube-apiserver {:.2} s, etcd {:.2} s.\n",
+        r.all_completed, r.cpu.controller, r.cpu.moto, r.cpu.apiserver, r.cpu.etcd
+    );
     let plans = (r.completed + r.failed).max(1) as f64;
     let _ = writeln!(
         w,
@@ -234,6 +239,15 @@ fn latency(w: &mut String, r: &Recovery) {
             _ => "–",
         };
         let _ = writeln!(w, "| {verb} {resource} | {n} | {:.2} | {minimum} |", *n as f64 / plans);
+    }
+    let _ = writeln!(
+        w,
+        "\nAPI server reads in the namespace over the same run (watches are long-lived, counted once per start), per finished plan; policies included.\n"
+    );
+    let _ = writeln!(w, "| request | total | per plan |");
+    let _ = writeln!(w, "| --- | ---: | ---: |");
+    for ((resource, verb), n) in &r.writes.reads {
+        let _ = writeln!(w, "| {verb} {resource} | {n} | {:.2} |", *n as f64 / plans);
     }
     let _ = writeln!(w);
 }

@@ -3,7 +3,8 @@
 //! (see `core::alerts`). It runs beside the recovery controllers, so a slow or failing
 //! channel never delays or fails a plan.
 //!
-//! Network: reads the policy, plan and Secrets; writes the incident's status; sends.
+//! Network: reads the incident, plan and Secrets (the policy from the watch cache); writes the
+//! incident's status; sends.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use crate::core::alerts::{Facts, claim, delivery_failure, due, record};
 use crate::core::targets::plan_name;
 use crate::metrics::AlertLabels;
 
-use super::{Context, Error, now, replace_status};
+use super::{Context, Error, lookup, now, replace_status};
 
 /// Condition on an incident while an alert cannot be delivered.
 pub const ALERT_DELIVERY_FAILED: &str = "AlertDeliveryFailed";
@@ -34,8 +35,8 @@ pub const ALERT_DELIVERY_FAILED: &str = "AlertDeliveryFailed";
 #[instrument(skip_all, fields(incident = %incident.name_any(), namespace = incident.namespace().unwrap_or_default()))]
 pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = incident.namespace().unwrap_or_default();
-    let Some(policy) =
-        Api::<RecoveryPolicy>::namespaced(ctx.client.clone(), &ns).get_opt(&incident.spec.policy).await?
+    let policies = Api::<RecoveryPolicy>::namespaced(ctx.client.clone(), &ns);
+    let Some(policy) = lookup(ctx.cache(&ns, |c| &c.policies).await.as_ref(), &policies, &incident.spec.policy).await?
     else {
         return Ok(Action::await_change());
     };

@@ -4,7 +4,7 @@
 //! Resolved (by detection, once healthy). A failed plan leaves the incident open with
 //! `RemediationFailed` and its severity raised one level.
 //!
-//! Network: reads the policy and plan, creates the plan, writes the incident.
+//! Network: creates the plan, writes the incident (it reads the watch caches).
 
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ use crate::api::policy::RemediationMode;
 use crate::core::planning::plan_steps;
 use crate::core::targets::{plan_name, target_label};
 
-use super::{Context, Error, MANAGER, POLICY_LABEL, TARGET_LABEL, now, replace_status};
+use super::{Context, Error, MANAGER, POLICY_LABEL, TARGET_LABEL, lookup, now, replace_status};
 
 /// Condition types on an incident.
 pub mod conditions {
@@ -48,16 +48,19 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     let ns = incident.namespace().unwrap_or_default();
     let incidents: Api<Incident> = Api::namespaced(ctx.client.clone(), &ns);
     let plans: Api<RecoveryPlan> = Api::namespaced(ctx.client.clone(), &ns);
-    // Work on the object as persisted: its status is shared with detection and the alert
-    // ledger, and every write is guarded by the resourceVersion read here.
-    // (The policy and plan names are fixed when the incident is made, so all three are
-    // read together.)
+    // Read from the watch caches. Every write below is guarded by the resourceVersion read
+    // here (the incident's status is shared with detection and the alert ledger), so a cache
+    // that lags only costs a conflict and a re-read; a plan the cache has not seen yet is
+    // found by its create (409).
     let own = incident.name_any();
     let name = plan_name(&own);
     let policies = Api::<RecoveryPolicy>::namespaced(ctx.client.clone(), &ns);
-    let (fresh, policy, plan) =
-        tokio::try_join!(incidents.get_opt(&own), policies.get_opt(&incident.spec.policy), plans.get_opt(&name))?;
-    let Some(incident) = fresh else { return Ok(Action::await_change()) };
+    let (fresh, policy, plan) = tokio::try_join!(
+        async { lookup(ctx.cache(&ns, |c| &c.incidents).await.as_ref(), &incidents, &own).await },
+        async { lookup(ctx.cache(&ns, |c| &c.policies).await.as_ref(), &policies, &incident.spec.policy).await },
+        async { lookup(ctx.cache(&ns, |c| &c.plans).await.as_ref(), &plans, &name).await },
+    )?;
+    let Some(incident) = fresh.as_deref().cloned() else { return Ok(Action::await_change()) };
     // The cache may lag: never move a resolved incident back to an earlier phase.
     if incident.status.as_ref().and_then(|s| s.phase) == Some(IncidentPhase::Resolved) {
         return Ok(Action::await_change());

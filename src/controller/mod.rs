@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PartialObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{ObjectRef, ReflectHandle, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -57,8 +58,38 @@ pub struct Context {
     /// When each policy (`namespace/name`) was last probed by this process: the status
     /// records it only now and then (see `policy::HEARTBEAT`).
     last_probes: std::sync::Mutex<std::collections::HashMap<String, k8s_openapi::jiff::Timestamp>>,
-    /// The incident controller's cache, for detection's look at open incidents.
-    incidents: std::sync::OnceLock<kube::runtime::reflector::Store<Incident>>,
+    /// The watch caches, by watched namespace (`None`: all namespaces).
+    caches: std::sync::Mutex<std::collections::HashMap<Option<String>, Caches>>,
+}
+
+/// The caches of one watch scope: one watch per kind, shared by every controller that reads it.
+#[derive(Clone)]
+pub struct Caches {
+    /// Policies in scope.
+    pub policies: Store<RecoveryPolicy>,
+    /// Incidents in scope.
+    pub incidents: Store<Incident>,
+    /// Plans in scope.
+    pub plans: Store<RecoveryPlan>,
+}
+
+/// How long a reconcile waits for a cache's initial list before asking the API server.
+const CACHE_WAIT: Duration = Duration::from_secs(5);
+
+/// `name` in `api`'s namespace: from `cache` (see [`Context::cache`]) when there is one,
+/// else from the API server.
+pub async fn lookup<K>(cache: Option<&Store<K>>, api: &Api<K>, name: &str) -> Result<Option<Arc<K>>, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + 'static,
+{
+    if let Some(store) = cache {
+        let key = ObjectRef::new(name);
+        return Ok(store.get(&match api.namespace() {
+            Some(ns) => key.within(ns),
+            None => key,
+        }));
+    }
+    Ok(api.get_opt(name).await?.map(Arc::new))
 }
 
 impl Context {
@@ -83,16 +114,24 @@ impl Context {
             http: reqwest::Client::new(),
             allow_insecure_endpoints,
             last_probes: Default::default(),
-            incidents: Default::default(),
+            caches: Default::default(),
         })
     }
 
-    /// The cache of incidents once it holds the initial list (`None` before `run`, or while
-    /// it is not filled within a few seconds: callers then ask the API server).
-    pub async fn incident_cache(&self) -> Option<&kube::runtime::reflector::Store<Incident>> {
-        let store = self.incidents.get()?;
-        let ready = tokio::time::timeout(std::time::Duration::from_secs(5), store.wait_until_ready()).await;
-        matches!(ready, Ok(Ok(()))).then_some(store)
+    /// The cache (picked from [`Caches`]) that holds namespace `ns`, once it holds its
+    /// initial list: `None` before `run`, or while it is not filled within [`CACHE_WAIT`]
+    /// (callers then ask the API server).
+    pub async fn cache<K>(&self, ns: &str, pick: impl FnOnce(&Caches) -> &Store<K>) -> Option<Store<K>>
+    where
+        K: kube::runtime::reflector::Lookup + Clone + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone,
+    {
+        let store = {
+            let caches = self.caches.lock().expect("not poisoned");
+            pick(caches.get(&Some(ns.to_owned())).or_else(|| caches.get(&None))?).clone()
+        };
+        let filled = tokio::time::timeout(CACHE_WAIT, store.wait_until_ready()).await;
+        matches!(filled, Ok(Ok(()))).then_some(store)
     }
 
     /// When this process last probed the policy `key` (`namespace/name`).
@@ -279,60 +318,90 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, scope: Scope) {
         Some(sel) => watcher::Config::default().labels(sel),
         None => watcher::Config::default(),
     };
+    // One watch per kind, whatever the number of controllers reading it: each object
+    // is decoded and cached once, and the reconcilers read each other's kinds from it.
+    let (policy_store, [policy_trigger, policy_to_plans], policy_watch) =
+        shared(api::<RecoveryPolicy>(client, &namespace), watch.clone());
+    let (incident_store, [incident_trigger, incident_to_alerts], incident_watch) =
+        shared(api::<Incident>(client, &namespace), watch.clone());
+    let (plan_store, [plan_trigger, plan_to_incidents, plan_to_alerts], plan_watch) =
+        shared(api::<RecoveryPlan>(client, &namespace), watch);
+    let caches =
+        Caches { policies: policy_store.clone(), incidents: incident_store.clone(), plans: plan_store.clone() };
+    ctx.caches.lock().expect("not poisoned").insert(namespace.clone(), caches);
+
     let probes = kube::runtime::controller::Config::default().concurrency(scope.probe_concurrency);
-    let policies = cached(api::<RecoveryPolicy>(client, &namespace), watch.clone())
+    let policies = Controller::for_shared_stream(policy_trigger, policy_store)
         .with_config(probes)
         .graceful_shutdown_on(shutdown_signal())
         .run(|o, c| measured("policy", c.clone(), policy::reconcile(o, c)), error_policy, ctx.clone())
         .for_each(|r| log_result("policy", r));
-    let incident_controller = cached(api::<Incident>(client, &namespace), watch.clone());
-    let _ = ctx.incidents.set(incident_controller.store());
-    let incidents = incident_controller
-        .owns(api::<RecoveryPlan>(client, &namespace), watch.clone())
+    let incidents = Controller::for_shared_stream(incident_trigger, incident_store.clone())
+        .owns_shared_stream(plan_to_incidents)
         .with_config(cfg.clone())
         .graceful_shutdown_on(shutdown_signal())
         .run(|o, c| measured("incident", c.clone(), incident::reconcile(o, c)), error_policy, ctx.clone())
         .for_each(|r| log_result("incident", r));
-    let alerts = cached(api::<Incident>(client, &namespace), watch.clone())
-        .owns(api::<RecoveryPlan>(client, &namespace), watch.clone())
+    let alerts = Controller::for_shared_stream(incident_to_alerts, incident_store)
+        .owns_shared_stream(plan_to_alerts)
         .with_config(cfg.clone())
         .graceful_shutdown_on(shutdown_signal())
         .run(|o, c| measured("alert", c.clone(), alerts::reconcile(o, c)), error_policy, ctx.clone())
         .for_each(|r| log_result("alert", r));
-    let plan_controller = cached(api::<RecoveryPlan>(client, &namespace), watch.clone());
-    let plan_store = plan_controller.store();
-    let plans = plan_controller
+    let plans_of_policy = plan_store.clone();
+    let plans = Controller::for_shared_stream(plan_trigger, plan_store)
         // A policy's status write (its counts, for the storm guard) may free its unfinished
         // plans at once rather than at their next recheck.
-        // Only the policy's name is needed: its metadata is all that is decoded.
-        .watches(api::<PartialObjectMeta<RecoveryPolicy>>(client, &namespace), watch, move |policy| {
+        .watches_shared_stream(policy_to_plans, move |policy| {
             let (ns, name) = (policy.namespace(), policy.name_any());
-            plan_store
+            plans_of_policy
                 .state()
                 .into_iter()
                 .filter(|p| p.namespace() == ns && p.spec.policy == name)
                 .filter(|p| !p.status.as_ref().and_then(|s| s.phase).is_some_and(|phase| phase.is_terminal()))
-                .map(|p| kube::runtime::reflector::ObjectRef::from_obj(&*p))
+                .map(|p| ObjectRef::from_obj(&*p))
                 .collect::<Vec<_>>()
         })
         .with_config(cfg)
         .graceful_shutdown_on(shutdown_signal())
         .run(|o, c| measured("plan", c.clone(), plan::reconcile(o, c)), error_policy, ctx.clone())
         .for_each(|r| log_result("plan", r));
-    futures::join!(policies, incidents, plans, alerts);
+    // The watches run for as long as any controller does; they end with the last one.
+    let watches = async { futures::join!(policy_watch, incident_watch, plan_watch) };
+    tokio::select! {
+        _ = async { futures::join!(policies, incidents, plans, alerts) } => {}
+        _ = watches => {}
+    }
 }
 
-/// A controller whose cache keeps its objects without `metadata.managedFields`: the
-/// server-side-apply bookkeeping that every status write extends, which nothing here reads.
-/// At 10,000 targets the policies' copies of it were the largest share of the heap.
-fn cached<K>(api: Api<K>, watch: watcher::Config) -> Controller<K>
+/// Objects a shared watch may hold for a subscriber that has not taken them yet; beyond
+/// this the watch waits (the controllers take them as they come).
+const WATCH_BUFFER: usize = 1024;
+
+/// One watch of `K` for `N` controllers: the cache, a stream of changed objects for each
+/// controller, and the future that drives the watch. The cache keeps its objects without
+/// `metadata.managedFields` — the server-side-apply bookkeeping that every status write
+/// extends and nothing here reads; at 10,000 targets the policies' copies of it were the
+/// largest share of the heap.
+fn shared<K, const N: usize>(
+    api: Api<K>,
+    watch: watcher::Config,
+) -> (Store<K>, [ReflectHandle<K>; N], impl std::future::Future<Output = ()>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    use kube::runtime::WatchStreamExt;
-    let (reader, writer) = kube::runtime::reflector::store();
-    let stream = watcher(api, watch).modify(|o| o.managed_fields_mut().clear());
-    Controller::for_stream(kube::runtime::reflector(writer, stream).applied_objects(), reader)
+    let (reader, writer) = kube::runtime::reflector::store_shared(WATCH_BUFFER);
+    let handles = std::array::from_fn(|_| writer.subscribe().expect("a shared store can be subscribed to"));
+    let driver = watcher(api, watch)
+        .default_backoff()
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect_shared(writer)
+        .for_each(|event| async move {
+            if let Err(e) = event {
+                tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying with backoff");
+            }
+        });
+    (reader, handles, driver)
 }
 
 /// Longest a single reconcile may take before it is abandoned and retried.

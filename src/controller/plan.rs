@@ -2,7 +2,8 @@
 //! machine (pure) → act or verify through `aws::act` → persist with a resourceVersion
 //! precondition → Events.
 //!
-//! Network: `gate` reads the API server; `act`/`verify` call AWS; `persist` writes status.
+//! Network: reads come from the watch caches (fresh where the at-most-once rule needs it, see
+//! `reconcile`); `act`/`verify` call AWS; `persist` writes status.
 //! One reconcile advances the plan through as many transitions as it can without waiting,
 //! each on the object the API server returned from the previous write.
 
@@ -18,7 +19,7 @@ use tracing::{info, instrument, warn};
 use crate::api::RecoveryPolicy;
 use crate::api::common::parse_duration;
 use crate::api::incident::{Incident, IncidentPhase};
-use crate::api::plan::{APPROVED_BY_ANNOTATION, PlanPhase, RecoveryPlan, RecoveryPlanStatus, StepAction};
+use crate::api::plan::{APPROVED_BY_ANNOTATION, PlanPhase, RecoveryPlan, RecoveryPlanStatus, StepAction, StepPhase};
 use crate::api::policy::RemediationMode;
 use crate::aws::act::{self, ActContext};
 use crate::core::rails::{RailInputs, may_act};
@@ -26,7 +27,7 @@ use crate::core::steps::{
     ActionOutcome, Gate, Inputs, Next, Settings, Transition, decide, record_action, record_verify,
 };
 
-use super::{Context, Error, POLICY_LABEL, TARGET_LABEL, now, replace_status};
+use super::{Context, Error, POLICY_LABEL, TARGET_LABEL, lookup, now, replace_status};
 
 /// A rail that frees itself only through a change elsewhere is looked at again this often.
 const RECHECK: Duration = Duration::from_secs(15);
@@ -43,20 +44,44 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
     // maxConcurrentPlans and both start. Once persisted as Executing it counts against the
     // others and lets go: plans already running act, verify and finish concurrently.
     let mut guard = Some(ctx.policy_lock(&ns, &plan.spec.policy).lock_owned().await);
-    // Decisions rest on what is persisted, not on a watch cache that may lag our last write.
-    let Some(mut plan) = plans.get_opt(&plan.name_any()).await? else { return Ok(Action::await_change()) };
+    // The cached plan is good enough to decide on wherever the decision is written before
+    // anything is done: the write carries the resourceVersion decided on, so a cache that
+    // lags costs a conflict, never a second action. Acting on a step already in progress
+    // is done without such a write, so that is decided on the plan as persisted.
+    let plan = if mid_action(&plan) { plans.get_opt(&plan.name_any()).await?.map(Arc::new) } else { Some(plan) };
+    let Some(plan) = plan else { return Ok(Action::await_change()) };
+    let mut plan = Arc::unwrap_or_clone(plan);
     release_once_started(&plan, &mut guard);
-    // The rails' inputs, read together: one round trip's wait instead of three.
+    // A plan about to start counts its policy's other plans as persisted (under the lock,
+    // so that two cannot both see room under maxConcurrentPlans); once started, the cache
+    // is enough. The policy and incident come from the caches: a change to either that
+    // the cache has not shown yet is one that raced with this reconcile anyway.
     let policies = Api::<RecoveryPolicy>::namespaced(ctx.client.clone(), &ns);
     let incidents = Api::<Incident>::namespaced(ctx.client.clone(), &ns);
-    let by_policy = ListParams::default().labels(&format!("{POLICY_LABEL}={}", plan.spec.policy));
+    let plan_cache = ctx.cache(&ns, |c| &c.plans).await.filter(|_| guard.is_none());
+    let siblings = async {
+        let policy = &plan.spec.policy;
+        match &plan_cache {
+            Some(cache) => Ok(cache
+                .state()
+                .into_iter()
+                .filter(|p| p.namespace() == Some(ns.clone()) && &p.spec.policy == policy)
+                .map(Arc::unwrap_or_clone)
+                .collect()),
+            None => {
+                let by_policy = ListParams::default().labels(&format!("{POLICY_LABEL}={policy}"));
+                plans.list(&by_policy).await.map(|l| l.items)
+            }
+        }
+    };
     let (policy, incident, siblings) = tokio::try_join!(
-        policies.get_opt(&plan.spec.policy),
-        incidents.get_opt(&plan.spec.incident),
-        plans.list(&by_policy),
+        async { lookup(ctx.cache(&ns, |c| &c.policies).await.as_ref(), &policies, &plan.spec.policy).await },
+        async { lookup(ctx.cache(&ns, |c| &c.incidents).await.as_ref(), &incidents, &plan.spec.incident).await },
+        siblings,
     )?;
-    let siblings = siblings.items;
-    let settings = settings(policy.as_ref());
+    let siblings: Vec<RecoveryPlan> = siblings;
+    let (policy, incident) = (policy.as_deref(), incident.as_deref());
+    let settings = settings(policy);
 
     // Transitions are applied to `working` and written together: before a mutating call
     // (its InProgress must be on record first), and whenever the reconcile stops to wait.
@@ -71,11 +96,11 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
             return Ok(Action::await_change());
         }
         let view = RecoveryPlan { status: Some(working.clone()), ..plan.clone() };
-        let gate = gate(&view, policy.as_ref(), incident.as_ref(), &siblings, ctx.aws.circuit_open());
+        let gate = gate(&view, policy, incident, &siblings, ctx.aws.circuit_open());
         let inputs = Inputs {
             spec: &plan.spec,
             status: &working,
-            manual: policy.as_ref().is_some_and(|p| p.spec.remediation.mode == RemediationMode::Manual),
+            manual: policy.is_some_and(|p| p.spec.remediation.mode == RemediationMode::Manual),
             approved_by: plan.annotations().get(APPROVED_BY_ANNOTATION).map(String::as_str).filter(|v| !v.is_empty()),
             gate: &gate,
             settings: &settings,
@@ -93,13 +118,13 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
             Next::Persist(update) => update,
             Next::Act(started) => {
                 let region = started.parameters().region.clone();
-                let clients = ctx.aws.get(&region, policy.as_ref().and_then(|p| p.spec.aws.role_arn.as_deref())).await;
+                let clients = ctx.aws.get(&region, policy.and_then(|p| p.spec.aws.role_arn.as_deref())).await;
                 let act_ctx = ActContext { own_deployments: own_deployments(&siblings, &plan, started.target()) };
                 info!(step = started.order(), action = ?started.action(), attempt = started.attempt(), "acting");
                 let outcome = act::act(&clients, &started, &act_ctx).await;
                 ctx.failpoint("after-aws-call");
                 if matches!(outcome, ActionOutcome::Done { .. }) && started.order() == 1 {
-                    let detected = incident.as_ref().and_then(|i| i.status.as_ref()?.detected_at.as_ref().map(|t| t.0));
+                    let detected = incident.and_then(|i| i.status.as_ref()?.detected_at.as_ref().map(|t| t.0));
                     if let Some(d) = detected {
                         ctx.metrics.action_seconds.observe(crate::core::time::since(now(), d).as_secs_f64());
                     }
@@ -110,7 +135,7 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
             }
             Next::Verify(started) => {
                 let region = started.parameters().region.clone();
-                let clients = ctx.aws.get(&region, policy.as_ref().and_then(|p| p.spec.aws.role_arn.as_deref())).await;
+                let clients = ctx.aws.get(&region, policy.and_then(|p| p.spec.aws.role_arn.as_deref())).await;
                 let outcome = act::verify(&clients, &started).await;
                 record_verify(&inputs, started, outcome)
             }
@@ -134,6 +159,16 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
     }
     persist(&ctx, &plans, plan, working, unwritten).await?;
     Ok(Action::requeue(Duration::from_millis(100)))
+}
+
+/// Whether the plan's current step is a mutating one in progress (the next decision acts).
+fn mid_action(plan: &RecoveryPlan) -> bool {
+    let Some(status) = &plan.status else { return false };
+    status.phase == Some(PlanPhase::Executing)
+        && plan.spec.steps.iter().any(|step| {
+            step.action.is_mutating()
+                && status.steps.iter().any(|st| st.order == step.order && st.phase == StepPhase::InProgress)
+        })
 }
 
 /// Drops the policy lock once the plan is Executing or finished (see `reconcile`).

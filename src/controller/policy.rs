@@ -139,7 +139,8 @@ async fn apply_decisions(
     use futures::{StreamExt, TryStreamExt};
     let ns = policy.namespace().unwrap_or_default();
     let api: Api<Incident> = Api::namespaced(ctx.client.clone(), &ns);
-    let cache = ctx.incident_cache().await;
+    let cache = ctx.cache(&ns, |c| &c.incidents).await;
+    let cache = cache.as_ref();
     // Decisions are about different targets and incidents, so they go to the API server
     // together (a few at a time): a burst of incidents opens in one round trip's time, and
     // their plans wait less for the policy's counts that follow.
@@ -207,7 +208,7 @@ async fn open_incident_names(
         i.spec.policy == name
             && i.status.as_ref().and_then(|s| s.phase) != Some(crate::api::incident::IncidentPhase::Resolved)
     };
-    if let Some(cache) = ctx.incident_cache().await {
+    if let Some(cache) = ctx.cache(&ns, |c| &c.incidents).await {
         return Ok(cache
             .state()
             .iter()
