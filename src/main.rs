@@ -59,6 +59,12 @@ struct RunArgs {
     /// services, a hundred RDS instances a call).
     #[arg(long, env = "RECOVERY_PROBE_BATCH_WINDOW", default_value = "50ms", value_parser = humantime::parse_duration)]
     probe_batch_window: Duration,
+    /// Threads that run the controller. One (the default) costs the least CPU: the work
+    /// is waiting on AWS and the API server, and on one thread no task is handed between
+    /// threads (at 10,000 targets a cycle used about a tenth of a core; see BENCHMARKS.md).
+    /// More help only if reconciles become CPU-bound.
+    #[arg(long, env = "RECOVERY_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: u16,
     /// ECS and RDS calls in flight across the process (Route 53 calls are bounded by its
     /// account-wide rate limit instead).
     #[arg(long, env = "RECOVERY_AWS_IN_FLIGHT", default_value_t = 32)]
@@ -113,8 +119,7 @@ enum LogFormat {
 /// After a stop signal, in-flight reconciles get this long to finish their status write.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     match Cli::parse().command {
         Command::Crds { dir: None } => print!("{}", crds_yaml()),
         Command::Crds { dir: Some(dir) } => {
@@ -123,7 +128,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 std::fs::write(dir.join(crd_file_name(&crd)), serde_yaml::to_string(&crd)?)?;
             }
         }
-        Command::Run(args) => run(*args).await?,
+        Command::Run(args) => {
+            let mut runtime = match args.worker_threads {
+                1 => tokio::runtime::Builder::new_current_thread(),
+                n => {
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    b.worker_threads(n.into());
+                    b
+                }
+            };
+            runtime.enable_all().build()?.block_on(run(*args))?;
+        }
     }
     Ok(())
 }
@@ -144,8 +159,12 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ready = Arc::new(AtomicBool::new(false));
     let health = Health { metrics: metrics.clone(), ready: ready.clone() };
     let addr = args.metrics_addr;
+    // Bound before anything else: a port in use stops the start with a clear error, and
+    // probes connect from the first moment (answered as soon as the runtime gets to them).
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding --metrics-addr {addr}: {e}"))?;
     tokio::spawn(async move {
-        if let Err(e) = server::serve(addr, health).await {
+        if let Err(e) = server::serve(listener, health).await {
             tracing::error!(error = %e, %addr, "metrics server failed");
         }
     });

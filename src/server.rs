@@ -1,6 +1,5 @@
 //! The small HTTP server: `/metrics` (Prometheus text), `/healthz`, `/readyz`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -23,14 +22,13 @@ pub struct Health {
 }
 
 /// Serves until the process ends.
-pub async fn serve(addr: SocketAddr, health: Health) -> std::io::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, health: Health) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(health);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
     axum::serve(listener, app).await
 }
 

@@ -83,7 +83,9 @@ impl<K: Hash + Eq + Clone, R> Coalescer<K, R> {
                 .result
                 .get_or_init(|| async {
                     let ids = batch.ids.lock().expect("not poisoned").clone();
-                    Arc::new(send(ids).await)
+                    // Boxed: only the waiter that sends holds the call's state (an SDK call
+                    // is kilobytes); every other waiter stays small while it waits.
+                    Arc::new(Box::pin(send(ids)).await)
                 })
                 .await;
             answer.clone()
