@@ -51,9 +51,10 @@ struct RunArgs {
     #[arg(long, env = "RECOVERY_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
     /// Policies probed at once. A probe mostly waits on AWS (whose calls --aws-in-flight
-    /// bounds), and probes running together share their reads; more at once batch better
-    /// and cost memory (see BENCHMARKS.md).
-    #[arg(long, env = "RECOVERY_PROBE_CONCURRENCY", default_value_t = 256)]
+    /// bounds), and probes running together share their reads: when every policy due at
+    /// once fits, every read is batched to the minimum. A waiting probe costs under 1 KB
+    /// (see BENCHMARKS.md).
+    #[arg(long, env = "RECOVERY_PROBE_CONCURRENCY", default_value_t = 1024)]
     probe_concurrency: u16,
     /// How long a probe read waits for other policies' ids to share its call (ten ECS
     /// services, a hundred RDS instances a call).

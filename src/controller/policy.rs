@@ -66,12 +66,19 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
         }
     }
 
-    let clients = ctx.aws.get(&policy.spec.aws.region, policy.spec.aws.role_arn.as_deref()).await;
+    // The awaits of this function are boxed where they make requests: see
+    // `tests::a_waiting_probe_is_small`.
+    let clients = Box::pin(ctx.aws.get(&policy.spec.aws.region, policy.spec.aws.role_arn.as_deref())).await;
     let report = probe_policy(&clients, &policy.spec).await;
     ctx.probed(&key, now);
     ctx.metrics.probe_cycle_seconds.observe(since(crate::controller::now(), now).as_secs_f64());
     let mut previous = status.target_states.clone();
-    adopt_orphans(&policy.name_any(), &policy.spec, &mut previous, &open_incident_names(&ctx, &policy).await?);
+    adopt_orphans(
+        &policy.name_any(),
+        &policy.spec,
+        &mut previous,
+        &Box::pin(open_incident_names(&ctx, &policy)).await?,
+    );
     let cycle = detect(&policy.name_any(), &policy.spec, &previous, &report.probes, now);
     let opened_since: Vec<Timestamp> = cycle
         .decisions
@@ -80,7 +87,7 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
         .filter_map(|(t, _)| t.as_ref())
         .filter_map(|t| cycle.states.iter().find(|s| s.target == t.key)?.unhealthy_since.as_ref().map(|s| s.0))
         .collect();
-    let states = apply_decisions(&policy, &ctx, cycle.decisions, cycle.states, now).await?;
+    let states = Box::pin(apply_decisions(&policy, &ctx, cycle.decisions, cycle.states, now)).await?;
     for since in opened_since {
         ctx.metrics.detection_seconds.observe(crate::core::time::since(crate::controller::now(), since).as_secs_f64());
     }
@@ -96,7 +103,7 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
     };
     // The alert Secrets are checked only when the policy names alert channels.
     let alerts = match policy.spec.alerts {
-        Some(_) => Some(super::alerts::check_secrets(&ctx, &policy).await),
+        Some(_) => Some(Box::pin(super::alerts::check_secrets(&ctx, &policy)).await),
         None => None,
     };
     set_conditions(&mut next, &report, alerts, policy.metadata.generation, now);
@@ -116,7 +123,7 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
     if stale || policy.status.as_ref() != Some(&next) {
         next.last_probe_time = Some(Time(now));
     }
-    write_status(&policy, &ctx, &next).await?;
+    Box::pin(write_status(&policy, &ctx, &next)).await?;
     Ok(Action::requeue(since(due, crate::controller::now()).max(Duration::from_millis(100))))
 }
 
@@ -373,4 +380,31 @@ async fn write_status(policy: &RecoveryPolicy, ctx: &Context, status: &RecoveryP
     api.patch_status(&policy.name_any(), &PatchParams::apply(MANAGER), &Patch::Merge(json!({ "status": status })))
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    /// Every policy of a probe cycle waits in a reconcile at once (`--probe-concurrency`), and
+    /// a future is as large as its largest await: the API calls after the probe are boxed so
+    /// that the waiting ones stay small (they were 14 KB each with a kube request inline).
+    #[tokio::test]
+    async fn a_waiting_probe_is_small() {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().expect("a URL"));
+        let client = kube::Client::try_from(config).expect("a client (it connects on first use)");
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let sdk = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
+        let aws = crate::aws::ClientCache::new(sdk, &crate::aws::AwsSettings::default(), metrics.clone());
+        let ctx = super::Context::new(client, aws, None, metrics, false);
+        let policy: crate::api::RecoveryPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "recovery.dev/v1alpha1", "kind": "RecoveryPolicy",
+            "metadata": {"name": "p", "namespace": "n"},
+            "spec": {"aws": {"region": "us-east-1"}, "targets": {}}
+        }))
+        .expect("a policy");
+        let reconcile = super::reconcile(Arc::new(policy), ctx);
+        let size = std::mem::size_of_val(&reconcile);
+        assert!(size <= 2048, "a policy reconcile future is {size} bytes");
+    }
 }
