@@ -365,6 +365,10 @@ async fn cooldown_holds_a_relapse() {
         (inc.status?.phase == Some(IncidentPhase::Resolved)).then_some(())
     })
     .await;
+    // The cooldown counts from the plan's end: the relapse comes once the first plan has
+    // verified (its verify step looks again when the policy's status changes, but a relapse
+    // faster than that look would find the first plan still executing, not cooling down).
+    plans::wait_phase(&e.client, &e.ns, PlanPhase::Completed, WAIT).await;
     e.faults.ecs_service(json!({"cluster": e.cluster, "service": "web", "runningCount": 0})).await;
     eventually("the relapse's plan held by Cooldown", WAIT, || async {
         let ps = plans::all(&e.client, &e.ns).await;
