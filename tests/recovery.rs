@@ -366,8 +366,9 @@ async fn cooldown_holds_a_relapse() {
     })
     .await;
     // The cooldown counts from the plan's end: the relapse comes once the first plan has
-    // verified (its verify step looks again when the policy's status changes, but a relapse
-    // faster than that look would find the first plan still executing, not cooling down).
+    // verified. The incident resolves on the probe's view (running = desired), and the verify
+    // step, which looks at once, may still see the restart's rollout unfinished and poll
+    // again 5 s later; a relapse before that finds the first plan executing, not cooling down.
     plans::wait_phase(&e.client, &e.ns, PlanPhase::Completed, WAIT).await;
     e.faults.ecs_service(json!({"cluster": e.cluster, "service": "web", "runningCount": 0})).await;
     eventually("the relapse's plan held by Cooldown", WAIT, || async {
