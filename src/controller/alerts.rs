@@ -26,7 +26,7 @@ use crate::core::alerts::{Facts, claim, delivery_failure, due, record};
 use crate::core::targets::plan_name;
 use crate::metrics::AlertLabels;
 
-use super::{Context, Error, lookup, now, replace_status};
+use super::{Context, Error, now, replace_status};
 
 /// Condition on an incident while an alert cannot be delivered.
 pub const ALERT_DELIVERY_FAILED: &str = "AlertDeliveryFailed";
@@ -35,9 +35,7 @@ pub const ALERT_DELIVERY_FAILED: &str = "AlertDeliveryFailed";
 #[instrument(skip_all, fields(incident = %incident.name_any(), namespace = incident.namespace().unwrap_or_default()))]
 pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = incident.namespace().unwrap_or_default();
-    let policies = Api::<RecoveryPolicy>::namespaced(ctx.client.clone(), &ns);
-    let Some(policy) = lookup(ctx.cache(&ns, |c| &c.policies).await.as_ref(), &policies, &incident.spec.policy).await?
-    else {
+    let Some(policy) = ctx.get(&ns, |c| &c.policies, &incident.spec.policy).await? else {
         return Ok(Action::await_change());
     };
     let Some(spec) = policy.spec.alerts.clone() else { return Ok(Action::await_change()) };

@@ -15,7 +15,6 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument};
 
-use crate::api::RecoveryPolicy;
 use crate::api::common::set_condition;
 use crate::api::incident::{Incident, IncidentPhase};
 use crate::api::plan::{PlanPhase, RecoveryPlan, RecoveryPlanSpec};
@@ -23,7 +22,7 @@ use crate::api::policy::RemediationMode;
 use crate::core::planning::plan_steps;
 use crate::core::targets::{plan_name, target_label};
 
-use super::{Context, Error, MANAGER, POLICY_LABEL, TARGET_LABEL, lookup, now, replace_status};
+use super::{Context, Error, MANAGER, POLICY_LABEL, TARGET_LABEL, now, replace_status};
 
 /// Condition types on an incident.
 pub mod conditions {
@@ -54,11 +53,10 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     // found by its create (409).
     let own = incident.name_any();
     let name = plan_name(&own);
-    let policies = Api::<RecoveryPolicy>::namespaced(ctx.client.clone(), &ns);
     let (fresh, policy, plan) = tokio::try_join!(
-        async { lookup(ctx.cache(&ns, |c| &c.incidents).await.as_ref(), &incidents, &own).await },
-        async { lookup(ctx.cache(&ns, |c| &c.policies).await.as_ref(), &policies, &incident.spec.policy).await },
-        async { lookup(ctx.cache(&ns, |c| &c.plans).await.as_ref(), &plans, &name).await },
+        ctx.get(&ns, |c| &c.incidents, &own),
+        ctx.get(&ns, |c| &c.policies, &incident.spec.policy),
+        ctx.get(&ns, |c| &c.plans, &name),
     )?;
     let Some(incident) = fresh.as_deref().cloned() else { return Ok(Action::await_change()) };
     // The cache may lag: never move a resolved incident back to an earlier phase.

@@ -76,22 +76,6 @@ pub struct Caches {
 /// How long a reconcile waits for a cache's initial list before asking the API server.
 const CACHE_WAIT: Duration = Duration::from_secs(5);
 
-/// `name` in `api`'s namespace: from `cache` (see [`Context::cache`]) when there is one,
-/// else from the API server.
-pub async fn lookup<K>(cache: Option<&Store<K>>, api: &Api<K>, name: &str) -> Result<Option<Arc<K>>, kube::Error>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + 'static,
-{
-    if let Some(store) = cache {
-        let key = ObjectRef::new(name);
-        return Ok(store.get(&match api.namespace() {
-            Some(ns) => key.within(ns),
-            None => key,
-        }));
-    }
-    Ok(api.get_opt(name).await?.map(Arc::new))
-}
-
 impl Context {
     /// A context for the given clients.
     pub fn new(
@@ -132,6 +116,27 @@ impl Context {
         };
         let filled = tokio::time::timeout(CACHE_WAIT, store.wait_until_ready()).await;
         matches!(filled, Ok(Ok(()))).then_some(store)
+    }
+
+    /// `name` in namespace `ns`: from the cache `pick`ed from [`Caches`] once it is filled
+    /// (see [`Context::cache`]), else from the API server.
+    pub async fn get<K>(
+        &self,
+        ns: &str,
+        pick: impl FnOnce(&Caches) -> &Store<K>,
+        name: &str,
+    ) -> Result<Option<Arc<K>>, kube::Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug
+            + 'static,
+    {
+        if let Some(store) = self.cache(ns, pick).await {
+            return Ok(store.get(&ObjectRef::new(name).within(ns)));
+        }
+        Ok(Api::<K>::namespaced(self.client.clone(), ns).get_opt(name).await?.map(Arc::new))
     }
 
     /// When this process last probed the policy `key` (`namespace/name`).

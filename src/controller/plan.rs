@@ -19,15 +19,15 @@ use tracing::{info, instrument, warn};
 use crate::api::RecoveryPolicy;
 use crate::api::common::parse_duration;
 use crate::api::incident::{Incident, IncidentPhase};
-use crate::api::plan::{APPROVED_BY_ANNOTATION, PlanPhase, RecoveryPlan, RecoveryPlanStatus, StepAction, StepPhase};
+use crate::api::plan::{APPROVED_BY_ANNOTATION, PlanPhase, RecoveryPlan, RecoveryPlanStatus, StepAction};
 use crate::api::policy::RemediationMode;
 use crate::aws::act::{self, ActContext};
 use crate::core::rails::{RailInputs, may_act};
 use crate::core::steps::{
-    ActionOutcome, Gate, Inputs, Next, Settings, Transition, decide, record_action, record_verify,
+    ActionOutcome, Gate, Inputs, Next, Settings, Transition, decide, in_action, record_action, record_verify,
 };
 
-use super::{Context, Error, POLICY_LABEL, TARGET_LABEL, lookup, now, replace_status};
+use super::{Context, Error, POLICY_LABEL, TARGET_LABEL, now, replace_status};
 
 /// A rail that frees itself only through a change elsewhere is looked at again this often.
 const RECHECK: Duration = Duration::from_secs(15);
@@ -48,7 +48,8 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
     // anything is done: the write carries the resourceVersion decided on, so a cache that
     // lags costs a conflict, never a second action. Acting on a step already in progress
     // is done without such a write, so that is decided on the plan as persisted.
-    let plan = if mid_action(&plan) { plans.get_opt(&plan.name_any()).await?.map(Arc::new) } else { Some(plan) };
+    let in_action = plan.status.as_ref().is_some_and(|st| in_action(&plan.spec, st));
+    let plan = if in_action { plans.get_opt(&plan.name_any()).await?.map(Arc::new) } else { Some(plan) };
     let Some(plan) = plan else { return Ok(Action::await_change()) };
     let mut plan = Arc::unwrap_or_clone(plan);
     release_once_started(&plan, &mut guard);
@@ -56,8 +57,6 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
     // so that two cannot both see room under maxConcurrentPlans); once started, the cache
     // is enough. The policy and incident come from the caches: a change to either that
     // the cache has not shown yet is one that raced with this reconcile anyway.
-    let policies = Api::<RecoveryPolicy>::namespaced(ctx.client.clone(), &ns);
-    let incidents = Api::<Incident>::namespaced(ctx.client.clone(), &ns);
     let plan_cache = ctx.cache(&ns, |c| &c.plans).await.filter(|_| guard.is_none());
     let siblings = async {
         let policy = &plan.spec.policy;
@@ -65,7 +64,7 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
             Some(cache) => Ok(cache
                 .state()
                 .into_iter()
-                .filter(|p| p.namespace() == Some(ns.clone()) && &p.spec.policy == policy)
+                .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()) && &p.spec.policy == policy)
                 .map(Arc::unwrap_or_clone)
                 .collect()),
             None => {
@@ -75,8 +74,8 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
         }
     };
     let (policy, incident, siblings) = tokio::try_join!(
-        async { lookup(ctx.cache(&ns, |c| &c.policies).await.as_ref(), &policies, &plan.spec.policy).await },
-        async { lookup(ctx.cache(&ns, |c| &c.incidents).await.as_ref(), &incidents, &plan.spec.incident).await },
+        ctx.get(&ns, |c| &c.policies, &plan.spec.policy),
+        ctx.get(&ns, |c| &c.incidents, &plan.spec.incident),
         siblings,
     )?;
     let siblings: Vec<RecoveryPlan> = siblings;
@@ -159,16 +158,6 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
     }
     persist(&ctx, &plans, plan, working, unwritten).await?;
     Ok(Action::requeue(Duration::from_millis(100)))
-}
-
-/// Whether the plan's current step is a mutating one in progress (the next decision acts).
-fn mid_action(plan: &RecoveryPlan) -> bool {
-    let Some(status) = &plan.status else { return false };
-    status.phase == Some(PlanPhase::Executing)
-        && plan.spec.steps.iter().any(|step| {
-            step.action.is_mutating()
-                && status.steps.iter().any(|st| st.order == step.order && st.phase == StepPhase::InProgress)
-        })
 }
 
 /// Drops the policy lock once the plan is Executing or finished (see `reconcile`).

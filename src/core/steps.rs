@@ -257,10 +257,9 @@ pub fn decide(i: &Inputs) -> Next {
         return Next::Done;
     }
     let current = current_step(i.spec, i.status);
-    let mid_action = current.is_some_and(|(step, st)| step.action.is_mutating() && st.phase == StepPhase::InProgress);
     // A plan whose every step finished completes even when told to stop: nothing is left to stop.
     if let Gate::Stop(reason) = i.gate
-        && !mid_action
+        && !in_action(i.spec, i.status)
         && current.is_some()
     {
         // A mutating step in flight finishes first (its effect may already be in AWS);
@@ -556,6 +555,12 @@ fn ordered(spec: &RecoveryPlanSpec) -> Vec<&PlanStep> {
 }
 
 /// The first step, in order, that is neither Completed nor Skipped.
+/// Whether the plan's current step is a mutating one in progress: its action may already be
+/// in AWS, and the next decision acts (after its check-first read) without a write before.
+pub fn in_action(spec: &RecoveryPlanSpec, status: &RecoveryPlanStatus) -> bool {
+    current_step(spec, status).is_some_and(|(step, st)| step.action.is_mutating() && st.phase == StepPhase::InProgress)
+}
+
 fn current_step<'a>(
     spec: &'a RecoveryPlanSpec,
     status: &'a RecoveryPlanStatus,

@@ -421,3 +421,22 @@ fn killed_at_every_boundary_acts_exactly_once() {
         }
     }
 }
+
+/// `in_action` is what the plan controller reads fresh for: true exactly while the next
+/// decision would act without writing first.
+#[test]
+fn in_action_only_while_a_mutating_step_is_in_progress() {
+    let mut p = Plan::new();
+    assert!(!in_action(&p.spec, &p.status), "no status");
+    p.persist(); // Created
+    p.persist(); // Executing
+    assert!(!in_action(&p.spec, &p.status), "step 1 pending: its start is written first");
+    p.persist(); // step 1 InProgress
+    assert!(in_action(&p.spec, &p.status), "step 1 (restart) in progress");
+    assert!(matches!(p.decide(), Next::Act(_)), "and the next decision acts");
+    p.act(done("restarted"));
+    assert!(!in_action(&p.spec, &p.status), "step 1 completed, step 2 pending");
+    p.persist(); // step 2 InProgress
+    assert_eq!(p.step(2).phase, StepPhase::InProgress);
+    assert!(!in_action(&p.spec, &p.status), "step 2 (verify) in progress only reads");
+}
