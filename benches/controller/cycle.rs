@@ -30,6 +30,35 @@ pub struct Cycle {
     pub probed: usize,
 }
 
+/// Steady cycles measured after the cold one; the report gives their mean (one cycle's
+/// CPU varied by a tenth from run to run).
+pub const STEADY_CYCLES: usize = 3;
+
+impl Cycle {
+    /// The mean of `cycles` (calls rounded; the Route 53 peak and policies probed are the
+    /// worst of them).
+    fn mean(cycles: &[Cycle]) -> Cycle {
+        let n = cycles.len().max(1) as f64;
+        let mut calls = BTreeMap::new();
+        for (op, c) in cycles.iter().flat_map(|c| &c.calls) {
+            *calls.entry(op.clone()).or_insert(0.0) += *c as f64 / n;
+        }
+        let sum = |f: fn(&Cpu) -> f64| cycles.iter().map(|c| f(&c.cpu)).sum::<f64>() / n;
+        Cycle {
+            calls: calls.into_iter().map(|(op, c)| (op, c.round() as usize)).collect(),
+            wall: cycles.iter().map(|c| c.wall).sum::<f64>() / n,
+            cpu: Cpu {
+                controller: sum(|c| c.controller),
+                moto: sum(|c| c.moto),
+                apiserver: sum(|c| c.apiserver),
+                etcd: sum(|c| c.etcd),
+            },
+            route53_peak: cycles.iter().map(|c| c.route53_peak).max().unwrap_or(0),
+            probed: cycles.iter().map(|c| c.probed).min().unwrap_or(0),
+        }
+    }
+}
+
 /// How long one cycle may take before the driver stops waiting for the policies left.
 pub const CYCLE_LIMIT: Duration = Duration::from_secs(150);
 
@@ -104,7 +133,8 @@ pub struct Scale {
     pub per_policy_minimum: BTreeMap<String, usize>,
     /// The first cycle after start (every policy due at once; includes the initial lists).
     pub cold: Cycle,
-    /// The second cycle, measured from the end of the first to its own end (one interval).
+    /// The mean of the [`STEADY_CYCLES`] after it, each measured from the end of the one
+    /// before to its own end (one interval).
     pub steady: Cycle,
     /// Whether the first cycle ran past the probe interval (its calls then include some of
     /// the second's).
@@ -156,14 +186,18 @@ pub async fn run(
     faults.clear_log().await;
     let log = parts.work.join(format!("controller-{ns}.log"));
     let controller = Controller::start(&ns, &log, &parts.controller_args);
-    let cpu0 = Cpu::sample(parts, controller.pid());
     let p = scale.policies;
-    let (end1, done1) = controller.probe_cycles_reached(p, CYCLE_LIMIT).await;
-    let probed1 = done1.min(p);
-    let cpu1 = Cpu::sample(parts, controller.pid());
-    let (end2, done2) = controller.probe_cycles_reached(2 * p, CYCLE_LIMIT).await;
-    let probed2 = done2.saturating_sub(p).min(p);
-    let cpu2 = Cpu::sample(parts, controller.pid());
+    // Cycle k ends when the count of finished probes reaches k × policies; samples[k] is
+    // the CPU at that moment (samples[0] at start).
+    let mut samples = vec![Cpu::sample(parts, controller.pid())];
+    let mut ends = vec![];
+    let mut probed = vec![];
+    for k in 1..=1 + STEADY_CYCLES {
+        let (end, done) = controller.probe_cycles_reached(k * p, CYCLE_LIMIT).await;
+        samples.push(Cpu::sample(parts, controller.pid()));
+        ends.push(end);
+        probed.push(done.saturating_sub((k - 1) * p).min(p));
+    }
     scale.peak_rss_kib = process::status_kib(controller.pid(), "VmHWM");
     let probes = controller.metric("recovery_probe_cycle_seconds_count").await.unwrap_or_default();
     scale.probe_cycles = probes / p.max(1) as f64;
@@ -172,20 +206,23 @@ pub async fn run(
     scale.mean_policy_reconcile = sum.zip(count).map(|(s, c)| s / c.max(1.0)).unwrap_or_default();
     drop(controller);
     let calls = faults.log().await;
-    let start1 = calls.first().map_or(end1, |c| c.time);
-    scale.overran = end1 - start1 > INTERVAL.as_secs_f64();
-    let (first, second): (Vec<&Call>, Vec<&Call>) = calls.iter().partition(|c| c.time <= end1);
-    let start2 = second.first().map_or(end2, |c| c.time);
-    let cycle = |calls: &[&Call], start: f64, end: f64, cpu: Cpu, probed: usize| Cycle {
-        calls: count_calls(calls),
-        wall: end - start,
-        cpu,
-        route53_peak: peak(calls),
-        probed,
-    };
-    scale.cold = cycle(&first, start1, end1, cpu1.since(cpu0), probed1);
-    let second: Vec<&Call> = second.into_iter().filter(|c| c.time <= end2).collect();
-    scale.steady = cycle(&second, start2, end2, cpu2.since(cpu1), probed2);
+    let mut cycles = vec![];
+    let mut from = f64::NEG_INFINITY;
+    for (k, &end) in ends.iter().enumerate() {
+        let window: Vec<&Call> = calls.iter().filter(|c| c.time > from && c.time <= end).collect();
+        let start = window.first().map_or(end, |c| c.time);
+        cycles.push(Cycle {
+            calls: count_calls(&window),
+            wall: end - start,
+            cpu: samples[k + 1].since(samples[k]),
+            route53_peak: peak(&window),
+            probed: probed[k],
+        });
+        from = end;
+    }
+    scale.overran = cycles[0].wall > INTERVAL.as_secs_f64();
+    scale.steady = Cycle::mean(&cycles[1..]);
+    scale.cold = cycles.swap_remove(0);
     report.say(&format!(
         "  controller: cold cycle {:.1}s, steady {:.1}s; running the seed-style baseline",
         scale.cold.wall, scale.steady.wall

@@ -125,12 +125,13 @@ async fn main() {
         scale.api = audit::count(&parts.audit_log, &format!("bench-{targets}"));
         scales.push(scale);
     }
-    let recovery = if args.recovery > 0 {
-        Some(recovery::run(&parts, &cfg, &faults, args.recovery, &mut progress).await)
-    } else {
-        None
-    };
-    let text = report::render(&scales, recovery.as_ref(), &parts.controller_args);
+    let mut recovery = vec![];
+    if args.recovery > 0 {
+        for arrival in [recovery::Arrival::SPREAD, recovery::Arrival::AtOnce] {
+            recovery.push(recovery::run(&parts, &cfg, &faults, args.recovery, arrival, &mut progress).await);
+        }
+    }
+    let text = report::render(&scales, &recovery, &parts.controller_args);
     println!("{text}");
     if let Some(out) = args.out {
         std::fs::write(&out, &text).unwrap_or_else(|e| panic!("{}: {e}", out.display()));

@@ -1,7 +1,9 @@
-//! Detection and action latency and plan throughput: N ECS services, one policy each, all
-//! degraded at the same moment. AWS heals a service by itself once it is restarted (the
-//! fault layer completes an unpinned rollout at the next ECS call), so the plans' verify
-//! steps finish as soon as the controller looks.
+//! Detection and action latency and plan throughput: N ECS services, one policy each,
+//! degraded one after another over ten probe intervals (each incident's own latency; with
+//! N = 100, ten faults per interval, which the probes, aligned for batching, find together)
+//! or all at the same moment (plan throughput, and latency in such a storm). AWS heals a service by itself once it is restarted (the fault layer completes an
+//! unpinned rollout at the next ECS call), so the plans' verify steps finish as soon as the
+//! controller looks.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,9 +23,26 @@ pub const INTERVAL_SECS: u64 = 5;
 /// Unhealthy probes in a row before an incident opens.
 pub const THRESHOLD: u32 = 2;
 
+/// How the faults arrive.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub enum Arrival {
+    /// One after another, evenly over this window.
+    Spread(Duration),
+    /// All at the same moment.
+    #[default]
+    AtOnce,
+}
+
+impl Arrival {
+    /// Faults spread over ten probe intervals: with 100 services, one every 500 ms.
+    pub const SPREAD: Self = Self::Spread(Duration::from_secs(10 * INTERVAL_SECS));
+}
+
 /// What the recovery scenario measured.
 #[derive(Debug, Default)]
 pub struct Recovery {
+    /// How the faults arrived.
+    pub arrival: Arrival,
     /// Services degraded (= policies).
     pub services: usize,
     /// Fault injected → incident seen by a watch, seconds, sorted.
@@ -46,13 +65,28 @@ pub struct Recovery {
     pub cpu: Cpu,
 }
 
-/// Runs the scenario with `n` services.
-pub async fn run(parts: &Parts, cfg: &SdkConfig, faults: &Faults, n: usize, report: &mut Report) -> Recovery {
-    let ns = "bench-recovery";
-    report.say(&format!("recovery: {n} ECS services, one policy each, all degraded at once"));
+/// Runs the scenario with `n` services, in a namespace (and clusters) of its own per arrival.
+pub async fn run(
+    parts: &Parts,
+    cfg: &SdkConfig,
+    faults: &Faults,
+    n: usize,
+    arrival: Arrival,
+    report: &mut Report,
+) -> Recovery {
+    let (ns, prefix) = match arrival {
+        Arrival::Spread(window) => {
+            report.say(&format!("recovery: {n} ECS services, one policy each, degraded over {window:?}"));
+            ("bench-recovery-spread", "spr")
+        }
+        Arrival::AtOnce => {
+            report.say(&format!("recovery: {n} ECS services, one policy each, all degraded at once"));
+            ("bench-recovery", "rec")
+        }
+    };
     faults.reset_all().await;
     let services: Vec<(String, String)> =
-        (0..n).map(|i| (format!("rec-c{:03}", i / 100), format!("svc-{i:05}"))).collect();
+        (0..n).map(|i| (format!("{prefix}-c{:03}", i / 100), format!("svc-{i:05}"))).collect();
     let policies = services
         .iter()
         .enumerate()
@@ -67,7 +101,7 @@ pub async fn run(parts: &Parts, cfg: &SdkConfig, faults: &Faults, n: usize, repo
     fixture::apply(&parts.client, ns, &layout, &[], &format!("{INTERVAL_SECS}s"), THRESHOLD).await;
     let incidents = track::incidents(&parts.client, ns);
     let plans = track::finished_plans(&parts.client, ns);
-    let controller = Controller::start(ns, &parts.work.join("controller-bench-recovery.log"), &parts.controller_args);
+    let controller = Controller::start(ns, &parts.work.join(format!("controller-{ns}.log")), &parts.controller_args);
     let (_, done) = controller.probe_cycles_reached(2 * n, Duration::from_secs(120)).await;
     assert!(done >= 2 * n, "two healthy probe cycles: {done} of {} policy probes within 120 s", 2 * n);
 
@@ -75,7 +109,11 @@ pub async fn run(parts: &Parts, cfg: &SdkConfig, faults: &Faults, n: usize, repo
     let mut injected = BTreeMap::new();
     let cpu0 = Cpu::sample(parts, controller.pid());
     let first = now();
-    for (cluster, service) in &services {
+    for (i, (cluster, service)) in services.iter().enumerate() {
+        if let Arrival::Spread(window) = arrival {
+            let at = first + window.as_secs_f64() * i as f64 / n as f64;
+            tokio::time::sleep(Duration::from_secs_f64((at - now()).max(0.0))).await;
+        }
         faults.degrade_ecs(cluster, service, 0).await;
         injected.insert(service.clone(), now());
     }
@@ -111,6 +149,7 @@ pub async fn run(parts: &Parts, cfg: &SdkConfig, faults: &Faults, n: usize, repo
     // The audit log is written in batches; give it a moment.
     tokio::time::sleep(Duration::from_secs(3)).await;
     Recovery {
+        arrival,
         services: n,
         detection,
         action,

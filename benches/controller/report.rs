@@ -9,7 +9,7 @@ const OPS: [&str; 3] = ["ecs.DescribeServices", "rds.DescribeDBInstances", "rout
 const MIB: f64 = 1024.0;
 
 /// Renders everything measured.
-pub fn render(scales: &[Scale], recovery: Option<&Recovery>, controller_args: &[String]) -> String {
+pub fn render(scales: &[Scale], recovery: &[Recovery], controller_args: &[String]) -> String {
     let mut o = String::new();
     let w = &mut o;
     machine(w, controller_args);
@@ -17,7 +17,7 @@ pub fn render(scales: &[Scale], recovery: Option<&Recovery>, controller_args: &[
     calls(w, scales);
     cycle_time(w, scales);
     api(w, scales);
-    if let Some(r) = recovery {
+    for r in recovery {
         latency(w, r);
     }
     targets(w, scales, recovery);
@@ -77,7 +77,8 @@ fn calls(w: &mut String, scales: &[Scale]) {
     let _ = writeln!(w, "## AWS calls per probe cycle\n");
     let _ = writeln!(
         w,
-        "Steady cycle (the second after start; if it was cut off, the calls of that window, see *policies probed* below). *minimum*: batches across policies (ECS ⌈services per cluster / 10⌉, RDS ⌈instances / 100⌉ filter values, Route 53 one per check); *per-policy minimum*: the same with each policy batched on its own.\n"
+        "Steady cycle: the mean of the {} after the first, rounded (if one was cut off, the calls of its window, see *policies probed* below). *minimum*: batches across policies (ECS ⌈services per cluster / 10⌉, RDS ⌈instances / 100⌉ filter values, Route 53 one per check); *per-policy minimum*: the same with each policy batched on its own.\n",
+        crate::cycle::STEADY_CYCLES
     );
     let _ = writeln!(
         w,
@@ -125,8 +126,9 @@ fn cycle_time(w: &mut String, scales: &[Scale]) {
     let _ = writeln!(w, "## Probe cycle time, CPU and memory\n");
     let _ = writeln!(
         w,
-        "Wall: first probe call of the cycle → the controller's count of finished policy probes (`recovery_probe_cycle_seconds_count`) reaching every policy; a cycle not finished by every policy within {} s is cut off there, and its row covers that window (see *policies probed*). CPU: `/proc/PID/stat` utime+stime; *cold* from process start to the end of the first cycle (start-up, initial lists, every policy due at once), *steady* from the end of the first cycle to the end of the second (one probe interval). moto + fault layer, kube-apiserver and etcd are shown separately so the controller's own share is visible. The baseline runs in the driver process, one call at a time.\n",
-        crate::cycle::CYCLE_LIMIT.as_secs()
+        "Wall: first probe call of the cycle → the controller's count of finished policy probes (`recovery_probe_cycle_seconds_count`) reaching every policy; a cycle not finished by every policy within {} s is cut off there, and its row covers that window (see *policies probed*). CPU: `/proc/PID/stat` utime+stime; *cold* from process start to the end of the first cycle (start-up, initial lists, every policy due at once), *steady* the mean of the {} cycles after it, each from the end of the one before to its own end (one probe interval). moto + fault layer, kube-apiserver and etcd are shown separately so the controller's own share is visible. The baseline runs in the driver process, one call at a time.\n",
+        crate::cycle::CYCLE_LIMIT.as_secs(),
+        crate::cycle::STEADY_CYCLES
     );
     let _ = writeln!(
         w,
@@ -192,10 +194,19 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn latency(w: &mut String, r: &Recovery) {
-    let _ = writeln!(w, "## Detection, action, plan throughput\n");
+    let arrival = match r.arrival {
+        recovery::Arrival::Spread(window) => {
+            let _ = writeln!(w, "## Detection and action latency, incidents one after another\n");
+            format!("degraded one after another, evenly over {} s", window.as_secs())
+        }
+        recovery::Arrival::AtOnce => {
+            let _ = writeln!(w, "## Plan throughput: incidents all at once\n");
+            "degraded at once".to_owned()
+        }
+    };
     let _ = writeln!(
         w,
-        "{} ECS services, one Automatic policy each (probeInterval {}s, failureThreshold {}), degraded at once (the {} fault-layer calls took {:.2} s). Detection: fault injected → Incident seen by a watch. Action: Incident seen → the fault layer receives UpdateService. AWS completes a restarted service's rollout at its next ECS call.\n",
+        "{} ECS services, one Automatic policy each (probeInterval {}s, failureThreshold {}), {arrival} (the {} fault-layer calls took {:.2} s). Detection: fault injected → Incident seen by a watch. Action: Incident seen → the fault layer receives UpdateService. AWS completes a restarted service's rollout at its next ECS call.\n",
         r.services,
         recovery::INTERVAL_SECS,
         recovery::THRESHOLD,
@@ -252,7 +263,7 @@ fn latency(w: &mut String, r: &Recovery) {
     let _ = writeln!(w);
 }
 
-fn targets(w: &mut String, scales: &[Scale], recovery: Option<&Recovery>) {
+fn targets(w: &mut String, scales: &[Scale], recovery: &[Recovery]) {
     let _ = writeln!(w, "## Against the targets of issue #9\n");
     let _ = writeln!(w, "| target | measured |");
     let _ = writeln!(w, "| --- | --- |");
@@ -268,14 +279,20 @@ fn targets(w: &mut String, scales: &[Scale], recovery: Option<&Recovery>) {
     }
     let peak = scales.iter().map(|s| s.cold.route53_peak.max(s.steady.route53_peak)).max().unwrap_or(0);
     let _ = writeln!(w, "| Route 53 never > 5 req/s | peak {peak} in one second |");
-    if let Some(r) = recovery {
+    for r in recovery {
         let bound = recovery::THRESHOLD as f64 * recovery::INTERVAL_SECS as f64 + 1.0;
+        let how = match r.arrival {
+            recovery::Arrival::Spread(_) => "one after another",
+            recovery::Arrival::AtOnce => "all at once",
+        };
         let _ = writeln!(
             w,
-            "| detection p99 ≤ failureThreshold × probeInterval + 1 s = {bound:.0} s | {:.2} s |",
+            "| detection p99 ≤ failureThreshold × probeInterval + 1 s = {bound:.0} s ({} incidents {how}) | {:.2} s |",
+            r.services,
             percentile(&r.detection, 99.0)
         );
-        let _ = writeln!(w, "| action p99 ≤ 1 s | {:.2} s |", percentile(&r.action, 99.0));
+        let _ =
+            writeln!(w, "| action p99 ≤ 1 s ({} incidents {how}) | {:.2} s |", r.services, percentile(&r.action, 99.0));
     }
     for s in scales {
         let _ = writeln!(

@@ -6,6 +6,7 @@ pub mod incident;
 pub mod incidents;
 pub mod plan;
 pub mod policy;
+pub mod probes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,8 +46,9 @@ pub struct Context {
     pub aws: ClientCache,
     /// Events to publish, in order, by one background task (see [`Context::event`]).
     events: tokio::sync::mpsc::Sender<Outgoing>,
-    /// Per-policy locks serialising plan decisions (see `plan::reconcile`).
-    locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per-policy locks serialising plan starts (see `plan::reconcile`); each holds the
+    /// name of the last plan started under it.
+    locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<Option<String>>>>>,
     /// Test-only: abort the process at this named point (`RECOVERY_FAILPOINT`).
     failpoint: Option<String>,
     /// Metrics.
@@ -55,14 +57,14 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Test-only: admit `http` Slack webhooks.
     pub allow_insecure_endpoints: bool,
-    /// When each policy (`namespace/name`) was last probed by this process: the status
-    /// records it only now and then (see `policy::HEARTBEAT`).
-    last_probes: std::sync::Mutex<std::collections::HashMap<String, k8s_openapi::jiff::Timestamp>>,
+    /// The policies' probes, running and finished (see [`probes`]).
+    pub probes: probes::Probes,
     /// The watch caches, by watched namespace (`None`: all namespaces).
     caches: std::sync::Mutex<std::collections::HashMap<Option<String>, Caches>>,
 }
 
-/// The caches of one watch scope: one watch per kind, shared by every controller that reads it.
+/// What one watch scope shares: one watch cache per kind, read by every controller, and a
+/// way to wake its policy controller.
 #[derive(Clone)]
 pub struct Caches {
     /// Policies in scope.
@@ -71,6 +73,8 @@ pub struct Caches {
     pub incidents: Store<Incident>,
     /// Plans in scope.
     pub plans: Store<RecoveryPlan>,
+    /// Asks for a policy's reconcile (a probe of it has finished).
+    pub wake_policy: tokio::sync::mpsc::UnboundedSender<ObjectRef<RecoveryPolicy>>,
 }
 
 /// How long a reconcile waits for a cache's initial list before asking the API server.
@@ -97,7 +101,7 @@ impl Context {
             metrics,
             http: reqwest::Client::new(),
             allow_insecure_endpoints,
-            last_probes: Default::default(),
+            probes: Default::default(),
             caches: Default::default(),
         })
     }
@@ -110,12 +114,15 @@ impl Context {
         K: kube::runtime::reflector::Lookup + Clone + 'static,
         K::DynamicType: Eq + std::hash::Hash + Clone,
     {
-        let store = {
-            let caches = self.caches.lock().expect("not poisoned");
-            pick(caches.get(&Some(ns.to_owned())).or_else(|| caches.get(&None))?).clone()
-        };
+        let store = pick(&self.scope(ns)?).clone();
         let filled = tokio::time::timeout(CACHE_WAIT, store.wait_until_ready()).await;
         matches!(filled, Ok(Ok(()))).then_some(store)
+    }
+
+    /// What the watch scope holding namespace `ns` shares; `None` before `run`.
+    pub fn scope(&self, ns: &str) -> Option<Caches> {
+        let caches = self.caches.lock().expect("not poisoned");
+        caches.get(&Some(ns.to_owned())).or_else(|| caches.get(&None)).cloned()
     }
 
     /// `name` in namespace `ns`: from the cache `pick`ed from [`Caches`] once it is filled
@@ -139,18 +146,8 @@ impl Context {
         Ok(Api::<K>::namespaced(self.client.clone(), ns).get_opt(name).await?.map(Arc::new))
     }
 
-    /// When this process last probed the policy `key` (`namespace/name`).
-    pub fn last_probe(&self, key: &str) -> Option<k8s_openapi::jiff::Timestamp> {
-        self.last_probes.lock().expect("not poisoned").get(key).copied()
-    }
-
-    /// Records a probe of the policy `key`.
-    pub fn probed(&self, key: &str, at: k8s_openapi::jiff::Timestamp) {
-        self.last_probes.lock().expect("not poisoned").insert(key.to_owned(), at);
-    }
-
     /// The lock of one policy.
-    pub fn policy_lock(&self, namespace: &str, policy: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub fn policy_lock(&self, namespace: &str, policy: &str) -> Arc<tokio::sync::Mutex<Option<String>>> {
         let mut locks = self.locks.lock().expect("not poisoned");
         locks.entry(format!("{namespace}/{policy}")).or_default().clone()
     }
@@ -331,13 +328,20 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, scope: Scope) {
         shared(api::<Incident>(client, &namespace), watch.clone());
     let (plan_store, [plan_trigger, plan_to_incidents, plan_to_alerts], plan_watch) =
         shared(api::<RecoveryPlan>(client, &namespace), watch);
-    let caches =
-        Caches { policies: policy_store.clone(), incidents: incident_store.clone(), plans: plan_store.clone() };
+    let (wake_policy, woken) = tokio::sync::mpsc::unbounded_channel();
+    let caches = Caches {
+        policies: policy_store.clone(),
+        incidents: incident_store.clone(),
+        plans: plan_store.clone(),
+        wake_policy,
+    };
     ctx.caches.lock().expect("not poisoned").insert(namespace.clone(), caches);
 
-    let probes = kube::runtime::controller::Config::default().concurrency(scope.probe_concurrency);
+    ctx.probes.limit(scope.probe_concurrency);
+    let woken = futures::stream::unfold(woken, |mut rx| async move { rx.recv().await.map(|policy| (policy, rx)) });
     let policies = Controller::for_shared_stream(policy_trigger, policy_store)
-        .with_config(probes)
+        .reconcile_on(woken)
+        .with_config(kube::runtime::controller::Config::default().concurrency(scope.probe_concurrency))
         .graceful_shutdown_on(shutdown_signal())
         .run(|o, c| measured("policy", c.clone(), policy::reconcile(o, c)), error_policy, ctx.clone())
         .for_each(|r| log_result("policy", r));
@@ -371,12 +375,24 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, scope: Scope) {
         .graceful_shutdown_on(shutdown_signal())
         .run(|o, c| measured("plan", c.clone(), plan::reconcile(o, c)), error_policy, ctx.clone())
         .for_each(|r| log_result("plan", r));
-    // The watches run for as long as any controller does; they end with the last one.
-    let watches = async { futures::join!(policy_watch, incident_watch, plan_watch) };
-    tokio::select! {
-        _ = async { futures::join!(policies, incidents, plans, alerts) } => {}
-        _ = watches => {}
+    // Each controller and watch is a task of its own: a controller looks at every reconcile
+    // it has in flight whenever its task wakes (kube-runtime's runner), and at 1,000 policies
+    // probing at once, waking it for another controller's or a watch's event was a tenth of
+    // the controller's CPU. The watches run until the last controller has finished.
+    let watches = [tokio::spawn(policy_watch), tokio::spawn(incident_watch), tokio::spawn(plan_watch)];
+    let mut controllers: futures::stream::FuturesUnordered<_> =
+        [tokio::spawn(policies), tokio::spawn(incidents), tokio::spawn(plans), tokio::spawn(alerts)]
+            .into_iter()
+            .collect();
+    while let Some(finished) = controllers.next().await {
+        // A panic stays what it was before the split: the process ends, and is restarted.
+        if let Err(e) = finished
+            && let Ok(panic) = e.try_into_panic()
+        {
+            std::panic::resume_unwind(panic);
+        }
     }
+    watches.iter().for_each(tokio::task::JoinHandle::abort);
 }
 
 /// Objects a shared watch may hold for a subscriber that has not taken them yet; beyond
@@ -463,5 +479,31 @@ pub async fn shutdown_signal() {
     }
     if !STOPPING.swap(true, std::sync::atomic::Ordering::Relaxed) {
         tracing::info!("shutting down: finishing in-flight reconciles, starting nothing new");
+    }
+}
+
+/// Fixtures for the unit tests of the controllers.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    /// A context whose clients point at nothing (they connect on first use).
+    pub fn context() -> Arc<super::Context> {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().expect("a URL"));
+        let client = kube::Client::try_from(config).expect("a client");
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let sdk = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
+        let aws = crate::aws::ClientCache::new(sdk, &crate::aws::AwsSettings::default(), metrics.clone());
+        super::Context::new(client, aws, None, metrics, false)
+    }
+
+    /// A policy `n/p` with no targets.
+    pub fn policy() -> crate::api::RecoveryPolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "recovery.dev/v1alpha1", "kind": "RecoveryPolicy",
+            "metadata": {"name": "p", "namespace": "n"},
+            "spec": {"aws": {"region": "us-east-1"}, "targets": {}}
+        }))
+        .expect("a policy")
     }
 }

@@ -42,7 +42,8 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
     let plans: Api<RecoveryPlan> = Api::namespaced(ctx.client.clone(), &ns);
     // A plan starts under its policy's lock, so that two plans cannot both see room under
     // maxConcurrentPlans and both start. Once persisted as Executing it counts against the
-    // others and lets go: plans already running act, verify and finish concurrently.
+    // others and lets go (leaving its name in the lock, see below): plans already running
+    // act, verify and finish concurrently.
     let mut guard = Some(ctx.policy_lock(&ns, &plan.spec.policy).lock_owned().await);
     // The cached plan is good enough to decide on wherever the decision is written before
     // anything is done: the write carries the resourceVersion decided on, so a cache that
@@ -54,10 +55,19 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
     let mut plan = Arc::unwrap_or_clone(plan);
     release_once_started(&plan, &mut guard);
     // A plan about to start counts its policy's other plans as persisted (under the lock,
-    // so that two cannot both see room under maxConcurrentPlans); once started, the cache
-    // is enough. The policy and incident come from the caches: a change to either that
-    // the cache has not shown yet is one that raced with this reconcile anyway.
-    let plan_cache = ctx.cache(&ns, |c| &c.plans).await.filter(|_| guard.is_none());
+    // so that two cannot both see room under maxConcurrentPlans). Plans start only under
+    // this lock (in this replica, the leader), so the cache holds every start but perhaps
+    // the last one made under it; it is used once it shows that one, else the plans are
+    // listed. Once started, the cache is enough. The policy and incident come from the
+    // caches: a change to either that the cache has not shown yet is one that raced with
+    // this reconcile anyway.
+    let plan_cache = ctx.cache(&ns, |c| &c.plans).await.filter(|cache| match &guard {
+        None => true,
+        Some(last_start) => last_start.as_deref().is_none_or(|name| {
+            let cached = cache.get(&kube::runtime::reflector::ObjectRef::new(name).within(&ns));
+            cached.is_none_or(|p| p.status.as_ref().and_then(|s| s.phase).is_some_and(started_or_done))
+        }),
+    });
     let siblings = async {
         let policy = &plan.spec.policy;
         match &plan_cache {
@@ -160,12 +170,20 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
     Ok(Action::requeue(Duration::from_millis(100)))
 }
 
-/// Drops the policy lock once the plan is Executing or finished (see `reconcile`).
-fn release_once_started(plan: &RecoveryPlan, guard: &mut Option<tokio::sync::OwnedMutexGuard<()>>) {
+/// Drops the policy lock once the plan is Executing or finished (see `reconcile`), leaving
+/// in it the name of a plan it saw start.
+fn release_once_started(plan: &RecoveryPlan, guard: &mut Option<tokio::sync::OwnedMutexGuard<Option<String>>>) {
     let phase = plan.status.as_ref().and_then(|s| s.phase);
-    if phase.is_some_and(|p| p == PlanPhase::Executing || p.is_terminal()) {
-        guard.take();
+    if phase.is_some_and(started_or_done)
+        && let Some(mut last_start) = guard.take()
+        && phase == Some(PlanPhase::Executing)
+    {
+        *last_start = Some(plan.name_any());
     }
+}
+
+fn started_or_done(phase: PlanPhase) -> bool {
+    phase == PlanPhase::Executing || phase.is_terminal()
 }
 
 /// Writes `status` (if it differs) with the plan's resourceVersion as precondition, then

@@ -20,13 +20,13 @@ use crate::api::RecoveryPolicy;
 use crate::api::common::{self, parse_duration};
 use crate::api::incident::Incident;
 use crate::api::policy::{RecoveryPolicyStatus, TargetState};
-use crate::aws::probe::{ProbeReport, probe_policy};
+use crate::aws::probe::ProbeReport;
 use crate::core::detection::{Decision, adopt_orphans, detect, next_probe, probe_wait};
 use crate::core::rails::{Held, RailInputs, may_act};
 use crate::core::time::since;
 use crate::metrics::IncidentLabels;
 
-use super::{Context, Error, MANAGER, incidents, now};
+use super::{Context, Error, MANAGER, incidents, now, probes};
 
 /// Longest a policy's `lastProbeTime` may lag while nothing else in its status changes.
 pub const HEARTBEAT: Duration = Duration::from_secs(300);
@@ -55,23 +55,27 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
     // Watch events (our own status writes among them) must not make probes more frequent
     // than probeInterval; a changed spec is probed at once.
     let spec_seen = status.observed_generation == policy.metadata.generation;
-    let key = format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any());
-    if let Some(last) = ctx.last_probe(&key).or(status.last_probe_time.as_ref().map(|t| t.0)) {
-        let due = next_probe(interval, last, aws_failing_since(&status));
-        if spec_seen && now < due {
-            return Ok(Action::requeue(since(due, now).max(Duration::from_millis(100))));
+    let ns = policy.namespace().unwrap_or_default();
+    let key = format!("{ns}/{}", policy.name_any());
+    // The probe runs as a task of its own (see `probes`) and wakes this reconcile when done;
+    // the requeue is for a wake that never comes (a stopping process).
+    let Some(probe) = ctx.probes.take(&key, policy.metadata.generation) else {
+        if ctx.probes.running(&key) {
+            return Ok(Action::requeue(interval));
         }
-        if spec_seen {
-            ctx.metrics.probe_lag_seconds.observe(since(now, due).as_secs_f64());
+        if let Some(last) = ctx.probes.last(&key).or(status.last_probe_time.as_ref().map(|t| t.0)) {
+            let due = next_probe(interval, last, aws_failing_since(&status));
+            if spec_seen && now < due {
+                return Ok(Action::requeue(since(due, now).max(Duration::from_millis(100))));
+            }
+            if spec_seen {
+                ctx.metrics.probe_lag_seconds.observe(since(now, due).as_secs_f64());
+            }
         }
-    }
-
-    // The awaits of this function are boxed where they make requests: see
-    // `tests::a_waiting_probe_is_small`.
-    let clients = Box::pin(ctx.aws.get(&policy.spec.aws.region, policy.spec.aws.role_arn.as_deref())).await;
-    let report = probe_policy(&clients, &policy.spec).await;
-    ctx.probed(&key, now);
-    ctx.metrics.probe_cycle_seconds.observe(since(crate::controller::now(), now).as_secs_f64());
+        probes::start(&ctx, policy.clone(), key, ctx.scope(&ns).map(|s| s.wake_policy));
+        return Ok(Action::requeue(interval));
+    };
+    let (now, report) = (probe.started, probe.report);
     let mut previous = status.target_states.clone();
     adopt_orphans(
         &policy.name_any(),
@@ -386,25 +390,15 @@ async fn write_status(policy: &RecoveryPolicy, ctx: &Context, status: &RecoveryP
 mod tests {
     use std::sync::Arc;
 
-    /// Every policy of a probe cycle waits in a reconcile at once (`--probe-concurrency`), and
-    /// a future is as large as its largest await: the API calls after the probe are boxed so
-    /// that the waiting ones stay small (they were 14 KB each with a kube request inline).
+    /// A cycle's first status writes (and a burst of incidents) keep many reconciles waiting
+    /// on the API server at once, and a future is as large as its largest await: the awaits
+    /// that make requests are boxed (a kube request inline made the future 14 KB).
     #[tokio::test]
-    async fn a_waiting_probe_is_small() {
-        let config = kube::Config::new("http://127.0.0.1:1".parse().expect("a URL"));
-        let client = kube::Client::try_from(config).expect("a client (it connects on first use)");
-        let metrics = Arc::new(crate::metrics::Metrics::default());
-        let sdk = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-        let aws = crate::aws::ClientCache::new(sdk, &crate::aws::AwsSettings::default(), metrics.clone());
-        let ctx = super::Context::new(client, aws, None, metrics, false);
-        let policy: crate::api::RecoveryPolicy = serde_json::from_value(serde_json::json!({
-            "apiVersion": "recovery.dev/v1alpha1", "kind": "RecoveryPolicy",
-            "metadata": {"name": "p", "namespace": "n"},
-            "spec": {"aws": {"region": "us-east-1"}, "targets": {}}
-        }))
-        .expect("a policy");
-        let reconcile = super::reconcile(Arc::new(policy), ctx);
+    async fn a_waiting_reconcile_is_small() {
+        let ctx = crate::controller::testing::context();
+        let reconcile = super::reconcile(Arc::new(crate::controller::testing::policy()), ctx);
         let size = std::mem::size_of_val(&reconcile);
         assert!(size <= 2048, "a policy reconcile future is {size} bytes");
+        eprintln!("a waiting reconcile: {size} bytes");
     }
 }

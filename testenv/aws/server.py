@@ -237,8 +237,45 @@ class ControlError(Exception):
         self.message = message
 
 
+# WSGI environ key: when the server read the request line (time.time()).
+ARRIVED = "fault.arrived"
+
+
 class ConnectionAborted(ConnectionResetError):
     """Raised to make werkzeug drop the connection without a response."""
+
+
+class BodyReader(io.RawIOBase):
+    """One request's body and nothing after it, for a kept-alive connection.
+
+    werkzeug's server closes every connection, and after each response reads whatever the
+    socket holds (for a client still sending a body), which on a kept-alive connection would
+    swallow the next request. With this reader as the handler's input, that read ends at the
+    body's end, and `drain` reads what the application left, so the next request line is
+    where the next read starts. The SDK keeps connections alive against AWS; so does this
+    fake, so a benchmark does not pay a TCP connect per call that AWS would not charge.
+    """
+
+    def __init__(self, raw, length: int):
+        super().__init__()
+        self.raw = raw
+        self.left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self.left)
+        if n <= 0:
+            return 0
+        data = self.raw.read(n)
+        buffer[:len(data)] = data
+        self.left = 0 if not data else self.left - len(data)
+        return len(data)
+
+    def drain(self) -> None:
+        while self.left > 0 and self.read(min(self.left, 1 << 16)):
+            pass
 
 
 # ---------------------------------------------------------------------------
@@ -528,7 +565,10 @@ class FaultLayer:
         return True
 
     def aws(self, environ, start_response, path):
-        started = time.time()
+        # When the request line was read (see Handler.parse_request), not when this thread
+        # got here: under load the two differ by tens of ms, which would blur the log's
+        # arrival times (Route 53's requests per second are counted from them).
+        started = environ.get(ARRIVED, time.time())
         body = self._read_body(environ)
         service, operation, params = self.identify(environ, body, path)
         region = region_from_request(environ)
@@ -1391,6 +1431,10 @@ def main(argv=None) -> int:
         return 0
 
     class Handler(MotoRequestHandler):
+        # A response is several small writes; on a kept-alive connection Nagle's algorithm
+        # would hold the later ones until the client's delayed ACK (40 ms per call).
+        disable_nagle_algorithm = True
+
         def log_request(self, *a, **kw):
             if args.log_requests:
                 super().log_request(*a, **kw)
@@ -1399,6 +1443,41 @@ def main(argv=None) -> int:
             # a "reset" rule raised ConnectionAborted: don't wait for another request on
             # this keep-alive connection; close it (the client reads EOF, no response)
             self.close_connection = True
+
+        def run_wsgi(self):
+            # Keep-alive (see BodyReader): the input ends with this request's body, and what
+            # the application did not read is read before the next request. A chunked
+            # request body (the SDK sends none) closes the connection as werkzeug does.
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                self.close_connection = True
+                return super().run_wsgi()
+            raw = self.rfile
+            try:
+                length = max(0, int(self.headers.get("Content-Length") or 0))
+            except ValueError:
+                length, self.close_connection = 0, True
+            self.rfile = BodyReader(raw, length)
+            try:
+                super().run_wsgi()
+                self.rfile.drain()
+            finally:
+                self.rfile = raw
+
+        def parse_request(self):
+            self.arrived = time.time()  # the request line has just been read
+            return super().parse_request()
+
+        def make_environ(self):
+            environ = super().make_environ()
+            environ[ARRIVED] = self.arrived
+            return environ
+
+        def send_header(self, keyword, value):
+            # werkzeug says "Connection: close" on every response; keep the connection
+            # unless the client or an error asked to close it.
+            if keyword.lower() == "connection" and value.lower() == "close" and not self.close_connection:
+                return
+            super().send_header(keyword, value)
 
     server = make_server(args.host, args.port, layer, threaded=True, request_handler=Handler)
     port = server.server_port

@@ -1,0 +1,158 @@
+//! Policy probes run as tasks of their own, outside the policy reconciler.
+//!
+//! A probe mostly waits: for its batch to fill, for AWS, for Route 53's rate. Waiting inside
+//! the reconcile kept every policy of a cycle in kube-runtime's set of running reconciles,
+//! and the runner looks at each of those whenever it wakes: at 1,000 policies that was about
+//! a tenth of the controller's CPU. So the reconcile starts the probe and returns; the
+//! probe, when done, leaves its report here and wakes the policy's reconcile, which detects
+//! on it. Probes only read AWS, so a probe abandoned by a shutdown costs nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::Semaphore;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::api::RecoveryPolicy;
+use crate::aws::probe::{ProbeReport, probe_policy};
+use crate::core::time::since;
+
+use super::{Context, now};
+
+/// A finished probe, waiting for its policy's reconcile.
+#[derive(Debug)]
+pub struct Finished {
+    /// The policy generation probed.
+    pub generation: Option<i64>,
+    /// When the probe started: the time detection judges by.
+    pub started: Timestamp,
+    /// What AWS said.
+    pub report: ProbeReport,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// When the last probe started.
+    last: Option<Timestamp>,
+    running: bool,
+    finished: Option<Finished>,
+}
+
+/// The probes of this process, by policy (`namespace/name`).
+#[derive(Default)]
+pub struct Probes {
+    slots: Mutex<HashMap<String, Slot>>,
+    /// Probes in flight at once (`--probe-concurrency`; unbounded until set).
+    permits: OnceLock<Semaphore>,
+}
+
+impl Probes {
+    /// Bounds the probes in flight at once; the first call decides.
+    pub fn limit(&self, probes: u16) {
+        let _ = self.permits.set(Semaphore::new(usize::from(probes.max(1))));
+    }
+
+    fn with<T>(&self, key: &str, f: impl FnOnce(&mut Slot) -> T) -> T {
+        f(self.slots.lock().expect("not poisoned").entry(key.to_owned()).or_default())
+    }
+
+    /// When this process last started a probe of the policy.
+    pub fn last(&self, key: &str) -> Option<Timestamp> {
+        self.slots.lock().expect("not poisoned").get(key).and_then(|s| s.last)
+    }
+
+    /// Whether a probe of the policy is running.
+    pub fn running(&self, key: &str) -> bool {
+        self.slots.lock().expect("not poisoned").get(key).is_some_and(|s| s.running)
+    }
+
+    /// The finished probe of the policy, if it probed this generation (one of another
+    /// generation is dropped: the spec it probed is gone).
+    pub fn take(&self, key: &str, generation: Option<i64>) -> Option<Finished> {
+        self.with(key, |s| s.finished.take()).filter(|f| f.generation == generation)
+    }
+
+    /// Forgets a policy that no longer exists.
+    fn forget(&self, key: &str) {
+        self.slots.lock().expect("not poisoned").remove(key);
+    }
+}
+
+/// Starts a probe of `policy` unless one is running; `wake` asks for the policy's reconcile
+/// when it is done (without it, the reconcile's requeue finds the report).
+pub fn start(
+    ctx: &Arc<Context>,
+    policy: Arc<RecoveryPolicy>,
+    key: String,
+    wake: Option<UnboundedSender<ObjectRef<RecoveryPolicy>>>,
+) {
+    let started = now();
+    let begun = ctx.probes.with(&key, |s| {
+        let idle = !s.running;
+        if idle {
+            s.running = true;
+            s.last = Some(started);
+        }
+        idle
+    });
+    if !begun {
+        return;
+    }
+    tokio::spawn(probe(ctx.clone(), policy, key, wake));
+}
+
+/// One probe: waits for a permit, asks AWS, leaves the report and wakes the reconcile.
+/// Every policy of a cycle waits here at once, so this future stays small: see
+/// `tests::a_waiting_probe_is_small`.
+async fn probe(
+    ctx: Arc<Context>,
+    policy: Arc<RecoveryPolicy>,
+    key: String,
+    wake: Option<UnboundedSender<ObjectRef<RecoveryPolicy>>>,
+) {
+    let _permit = match ctx.probes.permits.get() {
+        Some(permits) => Some(permits.acquire().await.expect("never closed")),
+        None => None,
+    };
+    // Detection judges by when AWS was asked, which a full set of permits delays.
+    let started = now();
+    let spec = &policy.spec;
+    let clients = Box::pin(ctx.aws.get(&spec.aws.region, spec.aws.role_arn.as_deref())).await;
+    let report = probe_policy(&clients, spec).await;
+    ctx.metrics.probe_cycle_seconds.observe(since(now(), started).as_secs_f64());
+    let finished = Finished { generation: policy.metadata.generation, started, report };
+    ctx.probes.with(&key, |s| {
+        s.running = false;
+        s.finished = Some(finished);
+    });
+    let policy = ObjectRef::from_obj(&*policy);
+    // A policy deleted meanwhile leaves nothing behind.
+    let scope = policy.namespace.as_deref().and_then(|ns| ctx.scope(ns));
+    if scope.is_some_and(|s| s.policies.get(&policy).is_none()) {
+        ctx.probes.forget(&key);
+    }
+    if let Some(wake) = wake {
+        // The controller is gone only when the process is stopping.
+        let _ = wake.send(policy);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    /// Every policy of a probe cycle waits in a probe at once, and a future is as large as
+    /// its largest await: the probe's own state must stay small (1,000 of them at 10,000
+    /// targets).
+    #[tokio::test]
+    async fn a_waiting_probe_is_small() {
+        let ctx = crate::controller::testing::context();
+        let policy = crate::controller::testing::policy();
+        let probe = super::probe(ctx, Arc::new(policy), "n/p".into(), None);
+        let size = std::mem::size_of_val(&probe);
+        assert!(size <= 1024, "a probe future is {size} bytes");
+        eprintln!("a waiting probe: {size} bytes");
+    }
+}
