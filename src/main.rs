@@ -62,7 +62,7 @@ struct RunArgs {
     probe_batch_window: Duration,
     /// Threads that run the controller. One (the default) costs the least CPU: the work
     /// is waiting on AWS and the API server, and on one thread no task is handed between
-    /// threads (at 10,000 targets: 1.44 s of CPU in a 22 s probe cycle; see BENCHMARKS.md).
+    /// threads (at 10,000 targets: 0.81 s of CPU in a 24 s probe cycle; see BENCHMARKS.md).
     /// More help only if reconciles become CPU-bound.
     #[arg(long, env = "RECOVERY_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: u16,

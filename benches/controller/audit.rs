@@ -9,8 +9,12 @@ use serde_json::Value;
 /// Requests by `resource[/subresource]` and verb.
 #[derive(Debug, Default, Clone)]
 pub struct Writes {
-    /// (resource, verb) → count; verbs create, update, patch, delete.
+    /// (resource, verb) → count of writes the API server accepted; verbs create, update,
+    /// patch, delete.
     pub writes: BTreeMap<(String, String), usize>,
+    /// (resource, verb) → writes refused with 409 Conflict (a resourceVersion precondition
+    /// that failed, or a create of an existing name): requests that changed nothing.
+    pub conflicts: BTreeMap<(String, String), usize>,
     /// (resource, verb) → count; verbs get, list, watch.
     pub reads: BTreeMap<(String, String), usize>,
 }
@@ -45,8 +49,13 @@ pub fn count(log: &Path, namespace: &str) -> Writes {
                 resource = format!("{resource}/{sub}");
             }
             let verb = e["verb"].as_str().unwrap_or_default().to_owned();
-            let bucket =
-                if matches!(verb.as_str(), "get" | "list" | "watch") { &mut out.reads } else { &mut out.writes };
+            let bucket = if matches!(verb.as_str(), "get" | "list" | "watch") {
+                &mut out.reads
+            } else if e["responseStatus"]["code"] == 409 {
+                &mut out.conflicts
+            } else {
+                &mut out.writes
+            };
             *bucket.entry((resource, verb)).or_insert(0) += 1;
         }
     }

@@ -238,10 +238,10 @@ fn latency(w: &mut String, r: &Recovery) {
     let plans = (r.completed + r.failed).max(1) as f64;
     let _ = writeln!(
         w,
-        "API server writes in the namespace (audit log), per finished plan, against the minimum (BENCHMARKS.md derives it from `core::steps`). Policy status writes are per probe cycle, not per plan, and are left out.\n"
+        "API server writes in the namespace (audit log), per finished plan, against the minimum (BENCHMARKS.md derives it from `core::steps`): the writes the API server accepted, and apart the ones it refused with 409 Conflict (a write decided on a cached copy that another write had overtaken; it changed nothing, and the decision was made again). Policy status writes are per probe cycle, not per plan, and are left out.\n"
     );
-    let _ = writeln!(w, "| request | total | per plan | minimum |");
-    let _ = writeln!(w, "| --- | ---: | ---: | ---: |");
+    let _ = writeln!(w, "| request | accepted | per plan | minimum | refused (409) per plan |");
+    let _ = writeln!(w, "| --- | ---: | ---: | ---: | ---: |");
     for ((resource, verb), n) in r.writes.writes.iter().filter(|((res, _), _)| !res.starts_with("recoverypolicies")) {
         let minimum = match (resource.as_str(), verb.as_str()) {
             ("recoveryplans", "create") | ("incidents", "create") => "1",
@@ -249,7 +249,13 @@ fn latency(w: &mut String, r: &Recovery) {
             ("incidents/status", _) => "4",
             _ => "–",
         };
-        let _ = writeln!(w, "| {verb} {resource} | {n} | {:.2} | {minimum} |", *n as f64 / plans);
+        let refused = r.writes.conflicts.get(&(resource.clone(), verb.clone())).copied().unwrap_or(0);
+        let _ = writeln!(
+            w,
+            "| {verb} {resource} | {n} | {:.2} | {minimum} | {:.2} |",
+            *n as f64 / plans,
+            refused as f64 / plans
+        );
     }
     let _ = writeln!(
         w,
