@@ -376,9 +376,9 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, scope: Scope) {
         .run(|o, c| measured("plan", c.clone(), plan::reconcile(o, c)), error_policy, ctx.clone())
         .for_each(|r| log_result("plan", r));
     // Each controller and watch is a task of its own: a controller looks at every reconcile
-    // it has in flight whenever its task wakes (kube-runtime's runner), and at 1,000 policies
-    // probing at once, waking it for another controller's or a watch's event was a tenth of
-    // the controller's CPU. The watches run until the last controller has finished.
+    // it has in flight whenever its task wakes (kube-runtime's runner polls them all), so it
+    // should wake for its own events only, not for another controller's or a watch's. The
+    // watches run until the last controller has finished.
     let watches = [tokio::spawn(policy_watch), tokio::spawn(incident_watch), tokio::spawn(plan_watch)];
     let mut controllers: futures::stream::FuturesUnordered<_> =
         [tokio::spawn(policies), tokio::spawn(incidents), tokio::spawn(plans), tokio::spawn(alerts)]

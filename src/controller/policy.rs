@@ -1,7 +1,8 @@
-//! The RecoveryPolicy reconciler: validate → probe AWS → detect (pure) → write incidents →
-//! write the policy's status → requeue at the next probe time.
+//! The RecoveryPolicy reconciler: validate → start a probe of AWS when one is due (it runs
+//! as a task of its own, see `probes`, and wakes this reconcile with its report) → detect
+//! (pure) → write incidents → write the policy's status → requeue at the next probe time.
 //!
-//! Network: `probe` talks to AWS; `apply_decisions` and `write_status` to the API server.
+//! Network: the probe talks to AWS; `apply_decisions` and `write_status` to the API server.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -143,6 +143,26 @@ async fn probe(
 mod tests {
     use std::sync::Arc;
 
+    use super::{Finished, Probes};
+
+    fn finished(generation: i64) -> Finished {
+        let started = k8s_openapi::jiff::Timestamp::UNIX_EPOCH;
+        Finished { generation: Some(generation), started, report: Default::default() }
+    }
+
+    /// A report is taken once, and only by the generation it probed.
+    #[test]
+    fn a_report_goes_to_its_generation_once() {
+        let probes = Probes::default();
+        assert!(probes.take("n/p", Some(1)).is_none(), "nothing probed yet");
+        for (stored, asked, taken) in [(1, 1, true), (1, 2, false), (2, 1, false)] {
+            probes.with("n/p", |s| s.finished = Some(finished(stored)));
+            assert_eq!(probes.take("n/p", Some(asked)).is_some(), taken, "stored {stored}, asked {asked}");
+            assert!(probes.take("n/p", Some(stored)).is_none(), "stored {stored}: taken or dropped, never twice");
+        }
+        assert!(!probes.running("n/p") && probes.last("n/p").is_none());
+    }
+
     /// Every policy of a probe cycle waits in a probe at once, and a future is as large as
     /// its largest await: the probe's own state must stay small (1,000 of them at 10,000
     /// targets).
