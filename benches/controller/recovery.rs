@@ -1,9 +1,9 @@
 //! Detection and action latency and plan throughput: N ECS services, one policy each,
 //! degraded one after another over ten probe intervals (each incident's own latency; with
 //! N = 100, ten faults per interval, which the probes, aligned for batching, find together)
-//! or all at the same moment (plan throughput, and latency in such a storm). AWS heals a service by itself once it is restarted (the fault layer completes an
-//! unpinned rollout at the next ECS call), so the plans' verify steps finish as soon as the
-//! controller looks.
+//! or all at the same moment (plan throughput, and latency in such a storm). AWS heals a
+//! service by itself once it is restarted (the fault layer completes an unpinned rollout at
+//! the next ECS call), so the plans' verify steps finish as soon as the controller looks.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

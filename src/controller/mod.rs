@@ -114,15 +114,20 @@ impl Context {
         K: kube::runtime::reflector::Lookup + Clone + 'static,
         K::DynamicType: Eq + std::hash::Hash + Clone,
     {
-        let store = pick(&self.scope(ns)?).clone();
+        let store = self.in_scope(ns, |scope| pick(scope).clone())?;
         let filled = tokio::time::timeout(CACHE_WAIT, store.wait_until_ready()).await;
         matches!(filled, Ok(Ok(()))).then_some(store)
     }
 
     /// What the watch scope holding namespace `ns` shares; `None` before `run`.
     pub fn scope(&self, ns: &str) -> Option<Caches> {
+        self.in_scope(ns, Caches::clone)
+    }
+
+    /// `f` of the watch scope holding namespace `ns` (under the lock: clone only what is used).
+    fn in_scope<T>(&self, ns: &str, f: impl FnOnce(&Caches) -> T) -> Option<T> {
         let caches = self.caches.lock().expect("not poisoned");
-        caches.get(&Some(ns.to_owned())).or_else(|| caches.get(&None)).cloned()
+        caches.get(&Some(ns.to_owned())).or_else(|| caches.get(&None)).map(f)
     }
 
     /// `name` in namespace `ns`: from the cache `pick`ed from [`Caches`] once it is filled

@@ -73,7 +73,7 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
                 ctx.metrics.probe_lag_seconds.observe(since(now, due).as_secs_f64());
             }
         }
-        probes::start(&ctx, policy.clone(), key, ctx.scope(&ns).map(|s| s.wake_policy));
+        probes::start(&ctx, policy.clone(), key);
         return Ok(Action::requeue(interval));
     };
     let (now, report) = (probe.started, probe.report);

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Semaphore;
-use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::RecoveryPolicy;
 use crate::aws::probe::{ProbeReport, probe_policy};
@@ -80,14 +79,8 @@ impl Probes {
     }
 }
 
-/// Starts a probe of `policy` unless one is running; `wake` asks for the policy's reconcile
-/// when it is done (without it, the reconcile's requeue finds the report).
-pub fn start(
-    ctx: &Arc<Context>,
-    policy: Arc<RecoveryPolicy>,
-    key: String,
-    wake: Option<UnboundedSender<ObjectRef<RecoveryPolicy>>>,
-) {
+/// Starts a probe of `policy` unless one is running.
+pub fn start(ctx: &Arc<Context>, policy: Arc<RecoveryPolicy>, key: String) {
     let started = now();
     let begun = ctx.probes.with(&key, |s| {
         let idle = !s.running;
@@ -100,18 +93,13 @@ pub fn start(
     if !begun {
         return;
     }
-    tokio::spawn(probe(ctx.clone(), policy, key, wake));
+    tokio::spawn(probe(ctx.clone(), policy, key));
 }
 
 /// One probe: waits for a permit, asks AWS, leaves the report and wakes the reconcile.
 /// Every policy of a cycle waits here at once, so this future stays small: see
 /// `tests::a_waiting_probe_is_small`.
-async fn probe(
-    ctx: Arc<Context>,
-    policy: Arc<RecoveryPolicy>,
-    key: String,
-    wake: Option<UnboundedSender<ObjectRef<RecoveryPolicy>>>,
-) {
+async fn probe(ctx: Arc<Context>, policy: Arc<RecoveryPolicy>, key: String) {
     let _permit = match ctx.probes.permits.get() {
         Some(permits) => Some(permits.acquire().await.expect("never closed")),
         None => None,
@@ -127,15 +115,15 @@ async fn probe(
         s.running = false;
         s.finished = Some(finished);
     });
+    // Wake the policy's reconcile; without a watch scope (before `run`), its requeue finds
+    // the report. A policy deleted meanwhile leaves nothing behind.
     let policy = ObjectRef::from_obj(&*policy);
-    // A policy deleted meanwhile leaves nothing behind.
-    let scope = policy.namespace.as_deref().and_then(|ns| ctx.scope(ns));
-    if scope.is_some_and(|s| s.policies.get(&policy).is_none()) {
+    let Some(scope) = policy.namespace.as_deref().and_then(|ns| ctx.scope(ns)) else { return };
+    if scope.policies.get(&policy).is_none() {
         ctx.probes.forget(&key);
-    }
-    if let Some(wake) = wake {
+    } else {
         // The controller is gone only when the process is stopping.
-        let _ = wake.send(policy);
+        let _ = scope.wake_policy.send(policy);
     }
 }
 
@@ -170,7 +158,7 @@ mod tests {
     async fn a_waiting_probe_is_small() {
         let ctx = crate::controller::testing::context();
         let policy = crate::controller::testing::policy();
-        let probe = super::probe(ctx, Arc::new(policy), "n/p".into(), None);
+        let probe = super::probe(ctx, Arc::new(policy), "n/p".into());
         let size = std::mem::size_of_val(&probe);
         assert!(size <= 1024, "a probe future is {size} bytes");
         eprintln!("a waiting probe: {size} bytes");
