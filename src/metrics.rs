@@ -50,8 +50,15 @@ pub struct IncidentLabels {
 /// Labels: outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
-    /// `completed` / `failed` (plans), `sent` / `failed` (alerts).
+    /// `completed` / `failed` / `not_needed` (plans), `sent` / `failed` (alerts).
     pub outcome: &'static str,
+}
+
+/// Labels: resource kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `EcsService`, `RdsInstance`, `Route53HealthCheck`.
+    pub kind: &'static str,
 }
 
 /// Labels: step action.
@@ -83,6 +90,10 @@ pub struct Metrics {
     pub open_incidents: Family<IncidentLabels, Gauge>,
     /// Plans that ended, by outcome.
     pub plans: Family<OutcomeLabel, Counter>,
+    /// Plans that ended without acting because the target had recovered, by kind: next to
+    /// `plans{outcome="completed"}`, this tells remediation that fixed something from
+    /// targets that recovered by themselves.
+    pub plans_not_needed: Family<KindLabel, Counter>,
     /// Step duration by action.
     pub step_seconds: Family<ActionLabel, Histogram>,
     /// One policy's probe cycle: all of its AWS calls (the count is the number of cycles).
@@ -125,6 +136,7 @@ impl Default for Metrics {
             aws_calls: Family::default(),
             open_incidents: Family::default(),
             plans: Family::default(),
+            plans_not_needed: Family::default(),
             step_seconds,
             probe_cycle_seconds: Histogram::new(seconds_buckets()),
             probe_lag_seconds: Histogram::new(seconds_buckets()),
@@ -141,6 +153,11 @@ impl Default for Metrics {
         r.register("aws_calls", "AWS calls by service, operation and outcome", m.aws_calls.clone());
         r.register("open_incidents", "Open incidents by type and severity", m.open_incidents.clone());
         r.register("plans", "Plans that ended, by outcome", m.plans.clone());
+        r.register(
+            "plans_not_needed",
+            "Plans that ended without acting because the target had recovered, by kind",
+            m.plans_not_needed.clone(),
+        );
         r.register("step_duration_seconds", "Plan step duration by action", m.step_seconds.clone());
         r.register("probe_cycle_seconds", "One policy's probe cycle, all its AWS calls", m.probe_cycle_seconds.clone());
         r.register(

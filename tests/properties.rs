@@ -193,8 +193,9 @@ fn run_detection(case: &DetectionCase, agree: Agree) -> Result<Incidents, TestCa
         let open: std::collections::BTreeSet<String> =
             world.by_name.iter().filter(|(_, (_, open))| *open).map(|(n, _)| n.clone()).collect();
         adopt_orphans(POLICY, &spec, &mut mem.states, &open);
-        let cycle = detect(POLICY, &spec, &mem.states, &probes, now);
-        prop_assert_eq!(&cycle, &detect(POLICY, &spec, &mem.states, &probes, now), "detect is deterministic");
+        let none = std::collections::BTreeSet::new();
+        let cycle = detect(POLICY, &spec, &mem.states, &probes, now, &none);
+        prop_assert_eq!(&cycle, &detect(POLICY, &spec, &mem.states, &probes, now, &none), "detect is deterministic");
 
         let mut next = Lineage { states: cycle.states.clone(), history: mem.history.clone() };
         for (key, kind) in keys.iter().zip(kinds) {
@@ -279,6 +280,9 @@ fn run_detection(case: &DetectionCase, agree: Agree) -> Result<Incidents, TestCa
                         prop_assert!(trailing(&next.history[&key], P::Healthy) >= s);
                         *open = false;
                     }
+                }
+                Decision::Relapsed { .. } => {
+                    prop_assert!(false, "no plan ends NotNeeded here, so no incident relapses");
                 }
                 Decision::Nothing | Decision::Abandon { .. } => {}
             }
@@ -378,7 +382,7 @@ fn a_lost_write_after_opening_is_adopted_and_resolved() {
 // ---------------------------------------------------------------------------------------------
 
 /// One answer of the fake AWS to a mutating call (after the check-first read found nothing).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Answer {
     Ok,
     /// Throttling, 5xx: nothing happened.
@@ -389,6 +393,8 @@ enum Answer {
     Deferred(u8),
     /// The call took effect but the answer was lost (a timeout): looks retryable.
     TimeoutAfterEffect,
+    /// The target is healthy again when read before the call: no call is made.
+    Healed,
 }
 
 /// A rail's verdict for one iteration of the loop.
@@ -446,6 +452,7 @@ fn answer() -> impl Strategy<Value = Answer> {
         1 => Just(Answer::NonRetryable),
         1 => (1u8..=60).prop_map(Answer::Deferred),
         2 => Just(Answer::TimeoutAfterEffect),
+        1 => Just(Answer::Healed),
     ]
 }
 
@@ -553,6 +560,10 @@ impl FakeAws {
             return ActionOutcome::AlreadyDone { evidence: evidence(order), message: "found the effect".into() };
         }
         let answer = self.answers.pop_front().unwrap_or(self.then);
+        if answer == Answer::Healed {
+            let evidence = BTreeMap::from([("readAt".to_owned(), now.to_string())]);
+            return ActionOutcome::NotNeeded { evidence, message: "not needed: the target recovered".into() };
+        }
         if let Answer::Deferred(secs) = answer {
             return ActionOutcome::Deferred {
                 message: "an earlier rollout is still running".into(),
@@ -574,7 +585,7 @@ impl FakeAws {
                 self.effect_at.insert(order, now);
                 ActionOutcome::Failed { message: "operation timed out".into(), retryable: true }
             }
-            Answer::Deferred(_) => unreachable!("handled above"),
+            Answer::Deferred(_) | Answer::Healed => unreachable!("handled above"),
         }
     }
 
@@ -620,6 +631,7 @@ fn run_plan(case: &PlanCase) -> Result<PlanRun, TestCaseError> {
         retry_base: Duration::from_secs(case.retry_base),
         retry_max: Duration::from_secs(case.retry_max),
         verify_interval: Duration::from_secs(case.verify_interval),
+        ..Settings::default()
     };
     let mut aws = FakeAws {
         answers: case.answers.iter().copied().collect(),
@@ -686,6 +698,7 @@ fn run_plan(case: &PlanCase) -> Result<PlanRun, TestCaseError> {
             approved_by,
             gate: &gate,
             settings: &settings,
+            resumed: false,
             now,
         };
         let next = decide(&inputs);
@@ -772,7 +785,15 @@ fn check_plan(case: &PlanCase) -> Result<(), TestCaseError> {
     let run = run_plan(case)?;
     let spec = plan_spec(case);
     let phase = run.status.phase;
-    prop_assert!(matches!(phase, Some(PlanPhase::Completed | PlanPhase::Failed)), "{:?}", phase);
+    prop_assert!(matches!(phase, Some(PlanPhase::Completed | PlanPhase::Failed | PlanPhase::NotNeeded)), "{:?}", phase);
+    if phase == Some(PlanPhase::NotNeeded) {
+        // Ended at a read that found the target healthy: that step made no call then, and
+        // nothing after it ran.
+        let skipped = run.status.steps.iter().find(|s| s.evidence.contains_key("readAt"));
+        prop_assert!(skipped.is_some_and(|s| s.phase == StepPhase::Skipped), "{:?}", run.status.steps);
+        let order = skipped.map_or(0, |s| s.order);
+        prop_assert!(run.aws.calls.keys().all(|o| *o <= order), "calls after the step: {:?}", run.aws.calls);
+    }
 
     // At most once: after a step's effect exists, its action never reaches AWS again.
     prop_assert_eq!(run.aws.calls_after_effect, 0, "calls per step: {:?}", run.aws.calls);
@@ -822,11 +843,14 @@ fn check_plan(case: &PlanCase) -> Result<(), TestCaseError> {
         prop_assert_eq!(phase, Some(expected), "a stopped plan");
     }
     // The audit trail: a mutating step that was attempted (and may have reached AWS) is never
-    // recorded as Skipped, "not run".
+    // recorded as Skipped, "not run" — unless its last read found the effect absent and the
+    // target healthy (NotNeeded), which its evidence shows.
     for step in spec.steps.iter().filter(|s| s.action.is_mutating()) {
         let st = step_of(&run.status, step.order);
         prop_assert!(
-            !st.is_some_and(|st| st.phase == StepPhase::Skipped && st.attempts > 0),
+            !st.is_some_and(|st| st.phase == StepPhase::Skipped
+                && st.attempts > 0
+                && !st.evidence.contains_key("readAt")),
             "step {} was attempted (AWS calls {:?}, effect {}) but is recorded {:?}",
             step.order,
             run.aws.calls.get(&step.order),

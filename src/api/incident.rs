@@ -98,6 +98,17 @@ pub enum ResourceKind {
     Route53HealthCheck,
 }
 
+impl ResourceKind {
+    /// The name used in the API (and as a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EcsService => "EcsService",
+            Self::RdsInstance => "RdsInstance",
+            Self::Route53HealthCheck => "Route53HealthCheck",
+        }
+    }
+}
+
 /// Identifies one AWS resource.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -91,8 +91,22 @@ pub enum StepAction {
 
 impl StepAction {
     /// Whether the action changes AWS (and so falls under the at-most-once protocol).
+    /// A `match` without a wildcard, so a new action must say which it is.
     pub fn is_mutating(self) -> bool {
-        matches!(self, Self::RestartService | Self::FailoverDatabase | Self::UpdateDns)
+        match self {
+            Self::RestartService | Self::FailoverDatabase | Self::UpdateDns => true,
+            Self::VerifyService | Self::VerifyDatabase | Self::VerifyDns => false,
+        }
+    }
+
+    /// The kind of resource the action works on.
+    pub fn kind(self) -> super::incident::ResourceKind {
+        use super::incident::ResourceKind;
+        match self {
+            Self::RestartService | Self::VerifyService => ResourceKind::EcsService,
+            Self::FailoverDatabase | Self::VerifyDatabase => ResourceKind::RdsInstance,
+            Self::UpdateDns | Self::VerifyDns => ResourceKind::Route53HealthCheck,
+        }
     }
 }
 
@@ -137,6 +151,11 @@ pub struct StepParameters {
     /// Route 53: where the record is pointed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias_target: Option<AliasTarget>,
+    /// Route 53: the health check whose failure the step answers. It is read again just
+    /// before the record is changed; a check passing again means no failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub health_check_id: Option<String>,
     /// Why the planner chose these parameters (e.g. why no ForceFailover).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
@@ -147,7 +166,7 @@ pub struct StepParameters {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RecoveryPlanStatus {
-    /// Created → [AwaitingApproval] → Executing → Completed | Failed.
+    /// Created → [AwaitingApproval] → Executing → Completed | Failed | NotNeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<PlanPhase>,
     /// Steps finished out of all steps, e.g. `1/2`.
@@ -192,12 +211,19 @@ pub enum PlanPhase {
     Completed,
     /// A step failed or timed out; people take over.
     Failed,
+    /// Ended without acting: the target was healthy when the plan was about to act (read
+    /// just before the AWS call), or its incident resolved before the plan started. The
+    /// incident resolves through detection as usual.
+    NotNeeded,
 }
 
 impl PlanPhase {
-    /// Completed or Failed.
+    /// Completed, Failed or NotNeeded.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed)
+        match self {
+            Self::Completed | Self::Failed | Self::NotNeeded => true,
+            Self::Created | Self::AwaitingApproval | Self::Executing => false,
+        }
     }
 }
 
@@ -243,6 +269,7 @@ pub enum StepPhase {
     Completed,
     /// Gave up; the plan failed.
     Failed,
-    /// Not run (dry run, or an earlier step failed).
+    /// Not run: a dry run, an earlier step failed, or the target was healthy when the step
+    /// was about to act (the message says which; the evidence holds what was read).
     Skipped,
 }

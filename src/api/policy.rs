@@ -42,7 +42,8 @@ pub struct RecoveryPolicySpec {
     pub probe_interval: String,
     /// The AWS resources to watch. At least one target is required.
     pub targets: Targets,
-    /// Flap guard: how many consecutive probes decide a change of health.
+    /// Flap guard: how many probe answers, spread over how many intervals, decide a change
+    /// of health.
     #[serde(default)]
     pub detection: DetectionSpec,
     /// What the controller may do about an incident, and the rails that hold it back.
@@ -215,11 +216,15 @@ pub struct AliasTarget {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DetectionSpec {
-    /// Consecutive unhealthy probes before an incident opens (1–10).
+    /// Unhealthy probe answers in a row before an incident opens (1–10). Answers count only
+    /// when at least half a probeInterval apart (a retried probe and the next one, arriving
+    /// together, count once), and the answers must span (failureThreshold − 1) probe
+    /// intervals, less a tenth: the default 2 at 30s means about 30 s of observed failure.
     #[serde(default = "two")]
     #[schemars(range(min = 1, max = 10))]
     pub failure_threshold: u32,
-    /// Consecutive healthy probes before an incident resolves (1–10).
+    /// Healthy probe answers in a row before an incident resolves (1–10), counted like
+    /// failureThreshold: about (successThreshold − 1) probe intervals of observed health.
     #[serde(default = "two")]
     #[schemars(range(min = 1, max = 10))]
     pub success_threshold: u32,
@@ -437,15 +442,24 @@ pub struct TargetCounts {
 pub struct TargetState {
     /// The target's key, e.g. `ecs/prod/checkout`, `rds/prod-db`, `route53/<id>`.
     pub target: String,
-    /// Unhealthy probes in a row, counted up to `failureThreshold`.
+    /// Unhealthy answers in a row that counted (spaced at least half a probeInterval
+    /// apart), up to `failureThreshold`.
     #[serde(default)]
     pub consecutive_failures: u32,
-    /// Healthy probes in a row, counted up to `successThreshold`.
+    /// Healthy answers in a row that counted, up to `successThreshold`.
     #[serde(default)]
     pub consecutive_successes: u32,
-    /// The first probe of the current unhealthy streak (for detection latency).
+    /// The first answer of the current unhealthy streak: the threshold is reached only once
+    /// the streak spans (failureThreshold − 1) probe intervals (less a tenth).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unhealthy_since: Option<Time>,
+    /// The first answer of a healthy streak still short of `successThreshold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_since: Option<Time>,
+    /// The last answer that counted, while the streak is short of its threshold: an answer
+    /// less than half a probeInterval after it is not counted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_counted_at: Option<Time>,
     /// Incidents opened for this target so far. The next incident's name carries this number,
     /// so a crash between creating an incident and recording it here re-creates the same name
     /// (and finds it) instead of opening a second one.

@@ -1,20 +1,23 @@
-//! Actions and verifications of plan steps. Every mutating action first asks AWS whether its
-//! effect already happened since the step started (the at-most-once protocol's check), and
-//! only then calls AWS.
+//! Actions and verifications of plan steps. Every mutating action first reads AWS and lets
+//! the kind's pure rules (`core::kinds`) decide: did the effect already happen since the
+//! step started (the at-most-once protocol's check), is the target still unhealthy (the
+//! act-time pre-check, with the health rule detection uses), may it act now. Only then
+//! does it call AWS. A read that fails is a failed attempt, never "healthy".
 
 use std::collections::BTreeMap;
 
 use aws_config::retry::RetryConfig;
 use aws_sdk_ecs::operation::RequestId;
 use aws_sdk_ecs::primitives::DateTime;
-use aws_sdk_ecs::types::Service;
 use aws_sdk_rds::types::SourceType;
 use aws_sdk_route53::types::{AliasTarget, Change, ChangeAction, ChangeBatch, ResourceRecordSet, RrType};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::plan::{StepAction, StepParameters};
+use crate::core::kinds::{ecs, evidence, rds, route53};
 use crate::core::steps::{ActionOutcome, Started, VerifyOutcome};
 
+use super::snapshot::{self, ts};
 use super::{AwsFault, Clients};
 
 /// What an action needs to know beyond its step.
@@ -23,11 +26,6 @@ pub struct ActContext {
     /// ECS deployment ids made by this controller's earlier plans for the same target:
     /// a restart is not stacked on a rollout one of them still runs.
     pub own_deployments: Vec<String>,
-}
-
-/// Evidence map from pairs.
-fn evidence<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
-    pairs.into_iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 fn failed(f: AwsFault) -> ActionOutcome {
@@ -48,21 +46,14 @@ fn mutation_failed(f: AwsFault) -> ActionOutcome {
 }
 
 /// Per-call override for mutating calls: one HTTP request, never an SDK retry (see
-/// [`mutation_failed`]). Each SDK has its own config type, hence three.
+/// [`mutation_failed`]). Each SDK has its own config type, hence two; the Route 53 client
+/// never retries (see `Clients::route53_read`).
 fn once_ecs() -> aws_sdk_ecs::config::Builder {
     aws_sdk_ecs::config::Builder::default().retry_config(RetryConfig::disabled())
 }
 
 fn once_rds() -> aws_sdk_rds::config::Builder {
     aws_sdk_rds::config::Builder::default().retry_config(RetryConfig::disabled())
-}
-
-fn once_route53() -> aws_sdk_route53::config::Builder {
-    aws_sdk_route53::config::Builder::default().retry_config(RetryConfig::disabled())
-}
-
-fn ts(dt: &DateTime) -> Option<Timestamp> {
-    Timestamp::new(dt.secs(), dt.subsec_nanos() as i32).ok()
 }
 
 fn param<'a>(p: &'a Option<String>, name: &str) -> Result<&'a str, ActionOutcome> {
@@ -74,7 +65,11 @@ fn param<'a>(p: &'a Option<String>, name: &str) -> Result<&'a str, ActionOutcome
 /// step is still a fresh restart, so counting it as done errs on the side of acting once.
 const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Performs a mutating step: check first, then act.
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+/// Performs a mutating step: read, let the kind's rules decide, and only then act.
 pub async fn act(clients: &Clients, step: &Started, ctx: &ActContext) -> ActionOutcome {
     let p = step.parameters();
     let since = step
@@ -85,7 +80,9 @@ pub async fn act(clients: &Clients, step: &Started, ctx: &ActContext) -> ActionO
         StepAction::RestartService => restart_service(clients, p, since, ctx).await,
         StepAction::FailoverDatabase => reboot_database(clients, p, since).await,
         StepAction::UpdateDns => update_dns(clients, p).await,
-        other => Err(ActionOutcome::Failed { message: format!("{other:?} is not an action"), retryable: false }),
+        action @ (StepAction::VerifyService | StepAction::VerifyDatabase | StepAction::VerifyDns) => {
+            Err(ActionOutcome::Failed { message: format!("{action:?} is not an action"), retryable: false })
+        }
     };
     result.unwrap_or_else(|outcome| outcome)
 }
@@ -97,12 +94,18 @@ pub async fn verify(clients: &Clients, step: &Started) -> VerifyOutcome {
         StepAction::VerifyService => verify_service(clients, p, step.earlier_evidence()).await,
         StepAction::VerifyDatabase => verify_database(clients, p).await,
         StepAction::VerifyDns => verify_dns(clients, p, step.earlier_evidence()).await,
-        other => Err(format!("{other:?} is not a verification")),
+        action @ (StepAction::RestartService | StepAction::FailoverDatabase | StepAction::UpdateDns) => {
+            Err(format!("{action:?} is not a verification"))
+        }
     };
     result.unwrap_or_else(|message| VerifyOutcome::NotYet { message })
 }
 
-async fn describe_service(clients: &Clients, cluster: &str, service: &str) -> Result<Service, AwsFault> {
+async fn describe_service(
+    clients: &Clients,
+    cluster: &str,
+    service: &str,
+) -> Result<aws_sdk_ecs::types::Service, AwsFault> {
     let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
     let out = clients.observe(
         "ecs:DescribeServices",
@@ -123,34 +126,14 @@ async fn restart_service(
     ctx: &ActContext,
 ) -> Result<ActionOutcome, ActionOutcome> {
     let (cluster, service) = (param(&p.cluster, "cluster")?, param(&p.service, "service")?);
+    // One read serves the check-first, the pre-check and the rollout rail.
     let svc = describe_service(clients, cluster, service).await.map_err(failed)?;
-    // Check first: a deployment other than the one seen at detection, created since the
-    // step started, is this step's effect.
-    let effect = svc
-        .deployments()
-        .iter()
-        .find(|d| d.id() != p.deployment_before.as_deref() && d.created_at().and_then(ts).is_some_and(|t| t >= since));
-    if let Some(d) = effect {
-        let id = d.id().unwrap_or_default().to_owned();
-        let created = d.created_at().and_then(ts).map(|t| t.to_string()).unwrap_or_default();
-        return Ok(ActionOutcome::AlreadyDone {
-            message: format!("deployment {id} was created after the step started: the restart already happened"),
-            evidence: evidence([("deploymentId", id), ("deploymentCreatedAt", created)]),
-        });
-    }
-    if let Some(d) = svc.deployments().iter().find(|d| {
-        d.status() == Some("PRIMARY")
-            && d.rollout_state().is_some_and(|r| r.as_str() == "IN_PROGRESS")
-            && ctx.own_deployments.iter().any(|own| Some(own.as_str()) == d.id())
-    }) {
-        return Ok(ActionOutcome::Deferred {
-            message: format!(
-                "deployment {} from an earlier restart by this controller is still rolling out",
-                d.id().unwrap_or_default()
-            ),
-            retry_after: std::time::Duration::from_secs(15),
-        });
-    }
+    let restart = ecs::Restart {
+        deployment_before: p.deployment_before.as_deref(),
+        since,
+        own_deployments: &ctx.own_deployments,
+    };
+    ecs::before_restart(&snapshot::ecs_service(&svc), &restart, now())?;
     let out = {
         let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
         clients
@@ -211,25 +194,6 @@ async fn verify_service(
     })
 }
 
-/// RDS states in which an instance is already changing: wait rather than reboot.
-const RDS_TRANSIENT: &[&str] = &[
-    "rebooting",
-    "starting",
-    "stopping",
-    "modifying",
-    "backing-up",
-    "maintenance",
-    "upgrading",
-    "renaming",
-    "resetting-master-credentials",
-    "configuring-enhanced-monitoring",
-    "configuring-iam-database-auth",
-    "configuring-log-exports",
-    "storage-optimization",
-    "creating",
-    "moving-to-vpc",
-];
-
 async fn describe_instance(clients: &Clients, id: &str) -> Result<aws_sdk_rds::types::DbInstance, AwsFault> {
     let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
     let out = clients.observe(
@@ -261,41 +225,11 @@ async fn reboot_database(
             .start_time(DateTime::from_secs(since.as_second()));
         clients.observe("rds:DescribeEvents", call.send().await).map_err(failed)?
     };
-    let done = events.events().iter().find(|e| {
-        let after = e.date().and_then(ts).is_some_and(|t| t >= since);
-        let msg = e.message().unwrap_or_default().to_ascii_lowercase();
-        after && (msg.contains("restarted") || msg.contains("reboot") || msg.contains("failover"))
-    });
-    if let Some(e) = done {
-        return Ok(ActionOutcome::AlreadyDone {
-            message: format!("RDS already reports \"{}\" since the step started", e.message().unwrap_or_default()),
-            evidence: evidence([("event", e.message().unwrap_or_default().to_owned())]),
-        });
-    }
+    rds::effect_since(&snapshot::rds_events(events.events()), since)?;
+    // Then the instance as it is now: healthy, changing, stopped, or to be rebooted.
     let db = describe_instance(clients, id).await.map_err(failed)?;
-    let status = db.db_instance_status().unwrap_or("unknown").to_owned();
-    if RDS_TRANSIENT.contains(&status.as_str()) {
-        return Ok(ActionOutcome::Deferred {
-            message: format!("instance {id} is {status}; not rebooting an instance that is already changing"),
-            retry_after: std::time::Duration::from_secs(10),
-        });
-    }
-    if status == "stopped" {
-        return Err(ActionOutcome::Failed {
-            message: format!(
-                "instance {id} is stopped: a reboot cannot start it, and a stopped database is usually stopped on purpose"
-            ),
-            retryable: false,
-        });
-    }
-    // ForceFailover only where it is valid: Multi-AZ now, not just when planned.
-    let multi_az = db.multi_az() == Some(true);
-    let force = p.force_failover == Some(true) && multi_az;
-    let why = match (p.force_failover == Some(true), multi_az) {
-        (true, true) => "Multi-AZ: rebooting with ForceFailover to the standby",
-        (true, false) => "planned a failover, but the instance is no longer Multi-AZ: plain reboot",
-        (false, _) => "plain reboot (no failover planned)",
-    };
+    let instance = snapshot::rds_instance(&db);
+    let reboot = rds::before_reboot(&instance, p.force_failover == Some(true), id, now())?;
     let out = {
         let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
         clients
@@ -305,7 +239,7 @@ async fn reboot_database(
                     .rds
                     .reboot_db_instance()
                     .db_instance_identifier(id)
-                    .force_failover(force)
+                    .force_failover(reboot.force_failover)
                     .customize()
                     .config_override(once_rds())
                     .send()
@@ -314,10 +248,10 @@ async fn reboot_database(
             .map_err(mutation_failed)?
     };
     Ok(ActionOutcome::Done {
-        message: format!("RebootDBInstance accepted (was {status}); {why}"),
+        message: format!("RebootDBInstance accepted (was {}); {}", instance.status, reboot.why),
         evidence: evidence([
-            ("forceFailover", force.to_string()),
-            ("statusBefore", status),
+            ("forceFailover", reboot.force_failover.to_string()),
+            ("statusBefore", instance.status),
             ("requestId", aws_sdk_rds::operation::RequestId::request_id(&out).unwrap_or_default().to_owned()),
         ]),
     })
@@ -326,22 +260,17 @@ async fn reboot_database(
 async fn verify_database(clients: &Clients, p: &StepParameters) -> Result<VerifyOutcome, String> {
     let id = p.identifier.as_deref().unwrap_or_default();
     let db = describe_instance(clients, id).await.map_err(|f| f.to_string())?;
-    let status = db.db_instance_status().unwrap_or("unknown");
-    if status != "available" {
-        return Err(format!("instance {id} is {status}"));
+    let instance = snapshot::rds_instance(&db);
+    if !rds::is_healthy(&instance) {
+        return Err(format!("instance {id} is {}", instance.status));
     }
     Ok(VerifyOutcome::Satisfied {
         message: format!("instance {id} is available"),
         evidence: evidence([
-            ("status", status.to_owned()),
+            ("status", instance.status),
             ("availabilityZone", db.availability_zone().unwrap_or_default().to_owned()),
         ]),
     })
-}
-
-fn fqdn(name: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    if lower.ends_with('.') { lower } else { format!("{lower}.") }
 }
 
 fn rr_type(p: &StepParameters) -> RrType {
@@ -357,27 +286,19 @@ async fn record_aliases_target(clients: &Clients, p: &StepParameters) -> Result<
         message: "step has no alias target".into(),
         retryable: false,
     })?;
-    clients.limits.route53_turn().await;
-    let out = clients.observe(
-        "route53:ListResourceRecordSets",
-        clients
-            .route53
-            .list_resource_record_sets()
-            .hosted_zone_id(zone)
-            .start_record_name(name)
-            .start_record_type(rr_type(p))
-            .max_items(1)
-            .send()
-            .await,
-    )?;
-    Ok(out.resource_record_sets().iter().any(|r| {
-        fqdn(r.name()) == fqdn(name)
-            && *r.r#type() == rr_type(p)
-            && r.alias_target().is_some_and(|a| {
-                fqdn(a.dns_name()) == fqdn(&target.dns_name)
-                    && a.hosted_zone_id().trim_start_matches("/hostedzone/") == target.hosted_zone_id
-            })
-    }))
+    let out = clients
+        .route53_read("route53:ListResourceRecordSets", || {
+            clients
+                .route53
+                .list_resource_record_sets()
+                .hosted_zone_id(zone)
+                .start_record_name(name)
+                .start_record_type(rr_type(p))
+                .max_items(1)
+                .send()
+        })
+        .await?;
+    Ok(route53::aliases(&snapshot::records(out.resource_record_sets()), name, rr_type(p).as_str(), target))
 }
 
 async fn update_dns(clients: &Clients, p: &StepParameters) -> Result<ActionOutcome, ActionOutcome> {
@@ -388,12 +309,22 @@ async fn update_dns(clients: &Clients, p: &StepParameters) -> Result<ActionOutco
         .clone()
         .ok_or_else(|| ActionOutcome::Failed { message: "step has no aliasTarget".into(), retryable: false })?;
     // Check first: an UPSERT to the same alias is harmless, but the rule is one call per step.
-    if record_aliases_target(clients, p).await.map_err(failed)? {
-        return Ok(ActionOutcome::AlreadyDone {
-            message: format!("{name} already aliases {} in zone {}", target.dns_name, target.hosted_zone_id),
-            evidence: evidence([("record", name.to_owned())]),
-        });
-    }
+    let aliased = record_aliases_target(clients, p).await.map_err(failed)?;
+    // Then the primary's health check, read now: passing again means no failover.
+    let observations = match (&p.health_check_id, aliased) {
+        (Some(id), false) => Some(
+            clients
+                .route53_read("route53:GetHealthCheckStatus", || {
+                    clients.route53.get_health_check_status().health_check_id(id).send()
+                })
+                .await
+                .map(|out| snapshot::health_check(&out))
+                .map_err(failed)?,
+        ),
+        _ => None,
+    };
+    let health = p.health_check_id.as_deref().zip(observations.as_ref());
+    route53::before_update(aliased, name, &target, health, now())?;
     let alias = AliasTarget::builder()
         // The alias target's own zone, never the record's (the seed's bug).
         .hosted_zone_id(&target.hosted_zone_id)
@@ -417,19 +348,12 @@ async fn update_dns(clients: &Clients, p: &StepParameters) -> Result<ActionOutco
         .changes(change)
         .build()
         .map_err(|e| ActionOutcome::Failed { message: e.to_string(), retryable: false })?;
+    // One request, never retried (the Route 53 client does not retry; see `mutation_failed`).
     clients.limits.route53_turn().await;
     let out = clients
         .observe(
             "route53:ChangeResourceRecordSets",
-            clients
-                .route53
-                .change_resource_record_sets()
-                .hosted_zone_id(zone)
-                .change_batch(batch)
-                .customize()
-                .config_override(once_route53())
-                .send()
-                .await,
+            clients.route53.change_resource_record_sets().hosted_zone_id(zone).change_batch(batch).send().await,
         )
         .map_err(mutation_failed)?;
     let change_id = out.change_info().map(|c| c.id().to_owned()).unwrap_or_default();
@@ -452,9 +376,9 @@ async fn verify_dns(
 ) -> Result<VerifyOutcome, String> {
     let mut ev = BTreeMap::new();
     if let Some(change_id) = earlier.get("changeId") {
-        clients.limits.route53_turn().await;
         let out = clients
-            .observe("route53:GetChange", clients.route53.get_change().id(change_id).send().await)
+            .route53_read("route53:GetChange", || clients.route53.get_change().id(change_id).send())
+            .await
             .map_err(|f| f.to_string())?;
         let status = out.change_info().map(|c| c.status().as_str().to_owned()).unwrap_or_default();
         if status != "INSYNC" {

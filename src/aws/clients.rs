@@ -60,7 +60,38 @@ impl Clients {
         self.metrics.aws_circuit_open.set(i64::from(self.limits.breaker.is_open()));
         result
     }
+
+    /// A Route 53 read, retried here rather than by the SDK (whose Route 53 client never
+    /// retries), so that every attempt, not just the first, waits for its turn under the
+    /// account-wide rate limit: SDK retries of throttled calls went out unlimited, which is
+    /// how one throttled account stays throttled. Throttling, 5xx and timeouts are tried
+    /// again up to [`ROUTE53_READ_ATTEMPTS`] times with full-jitter exponential backoff.
+    pub async fn route53_read<T, E, Fut>(&self, operation: &'static str, call: impl Fn() -> Fut) -> Result<T, AwsFault>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    {
+        let mut attempt = 1;
+        loop {
+            self.limits.route53_turn().await;
+            // Counted once per operation, as the SDK's own retries are for the others.
+            let result = call().await;
+            match result {
+                Err(e) if attempt < ROUTE53_READ_ATTEMPTS && AwsFault::from_sdk(operation, &e).retryable => {
+                    let ceiling = ROUTE53_RETRY_BASE.saturating_mul(1 << (attempt - 1)).min(ROUTE53_RETRY_MAX);
+                    tokio::time::sleep(ceiling.mul_f64(fastrand::f64())).await;
+                    attempt += 1;
+                }
+                other => return self.observe(operation, other),
+            }
+        }
+    }
 }
+
+/// Attempts of a Route 53 read (the SDK's standard retry makes as many for the others).
+pub const ROUTE53_READ_ATTEMPTS: u32 = 4;
+const ROUTE53_RETRY_BASE: Duration = Duration::from_secs(1);
+const ROUTE53_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// How the process talks to AWS (the `run` command's `--aws-*` flags).
 #[derive(Clone, Debug)]
@@ -127,6 +158,8 @@ impl std::fmt::Debug for Limits {
 /// Builds and caches [`Clients`].
 pub struct ClientCache {
     base: SdkConfig,
+    /// One HTTP attempt's limit (`--aws-attempt-timeout`).
+    pub attempt_timeout: Duration,
     limits: Arc<Limits>,
     metrics: Arc<Metrics>,
     clients: Mutex<HashMap<(String, Option<String>), Clients>>,
@@ -168,7 +201,7 @@ impl ClientCache {
             ecs_batches: Coalescer::new(settings.batch_window, ECS_BATCH),
             rds_batches: Coalescer::new(settings.batch_window, RDS_BATCH),
         });
-        Self { base, limits, metrics, clients: Mutex::new(HashMap::new()) }
+        Self { base, attempt_timeout: settings.attempt_timeout, limits, metrics, clients: Mutex::new(HashMap::new()) }
     }
 
     /// Whether the process-wide AWS circuit breaker is open.
@@ -198,7 +231,10 @@ impl ClientCache {
         let clients = Clients {
             ecs: aws_sdk_ecs::Client::new(&config),
             rds: aws_sdk_rds::Client::new(&config),
-            route53: aws_sdk_route53::Client::new(&config),
+            // Retries of Route 53 calls are made by `route53_read`, under the rate limit.
+            route53: aws_sdk_route53::Client::from_conf(
+                aws_sdk_route53::config::Builder::from(&config).retry_config(RetryConfig::disabled()).build(),
+            ),
             limits: self.limits.clone(),
             metrics: self.metrics.clone(),
             account: format!("{region} {}", role_arn.unwrap_or_default()).into(),

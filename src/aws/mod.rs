@@ -14,6 +14,7 @@ pub mod breaker;
 pub mod clients;
 pub mod error;
 pub mod probe;
+pub mod snapshot;
 
 pub use clients::{AwsSettings, ClientCache, Clients};
 pub use error::AwsFault;

@@ -13,11 +13,11 @@ use aws_sdk_rds::types::Filter;
 use futures::FutureExt;
 use futures::future::{BoxFuture, join_all};
 
-use crate::api::incident::IncidentMetrics;
 use crate::api::policy::RecoveryPolicySpec;
 use crate::core::detection::Probe;
+use crate::core::kinds::{ecs, rds, route53};
 
-use super::{AwsFault, Clients};
+use super::{AwsFault, Clients, snapshot};
 
 /// ECS's limit on services per DescribeServices call.
 pub const ECS_BATCH: usize = 10;
@@ -130,22 +130,7 @@ pub async fn probe_ecs(clients: &Clients, cluster: &str, services: Vec<String>) 
     };
     for svc in out.services() {
         let name = svc.service_name().unwrap_or_default();
-        let metrics = IncidentMetrics {
-            running_count: Some(svc.running_count()),
-            desired_count: Some(svc.desired_count()),
-            pending_count: Some(svc.pending_count()),
-            primary_deployment: svc
-                .deployments()
-                .iter()
-                .find(|d| d.status() == Some("PRIMARY"))
-                .and_then(|d| d.id().map(str::to_owned)),
-            // ECS lists events newest first.
-            recent_events: svc.events().iter().take(5).filter_map(|e| e.message().map(str::to_owned)).collect(),
-            ..IncidentMetrics::default()
-        };
-        let probe =
-            if svc.running_count() < svc.desired_count() { Probe::Unhealthy(metrics) } else { Probe::Healthy(metrics) };
-        report.probes.insert(key(name), probe);
+        report.probes.insert(key(name), ecs::probe(&snapshot::ecs_service(svc)));
     }
     for f in out.failures() {
         // The failure names the service by ARN; its last path segment is the name.
@@ -191,20 +176,7 @@ pub async fn probe_rds(clients: &Clients, identifiers: Vec<String>) -> ProbeRepo
         };
         for db in out.db_instances() {
             let id = db.db_instance_identifier().unwrap_or_default();
-            let status = db.db_instance_status().unwrap_or("unknown").to_owned();
-            let metrics = IncidentMetrics {
-                db_status: Some(status.clone()),
-                endpoint: db.endpoint().and_then(|e| e.address()).map(str::to_owned),
-                multi_az: db.multi_az(),
-                availability_zones: [db.availability_zone(), db.secondary_availability_zone()]
-                    .into_iter()
-                    .flatten()
-                    .map(str::to_owned)
-                    .collect(),
-                ..IncidentMetrics::default()
-            };
-            let probe = if status == "available" { Probe::Healthy(metrics) } else { Probe::Unhealthy(metrics) };
-            report.probes.insert(key(id), probe);
+            report.probes.insert(key(id), rds::probe(&snapshot::rds_instance(db)));
         }
         marker = out.marker().map(str::to_owned);
         if marker.is_none() {
@@ -224,32 +196,14 @@ pub async fn probe_rds(clients: &Clients, identifiers: Vec<String>) -> ProbeRepo
 pub async fn probe_health_check(clients: &Clients, id: &str) -> ProbeReport {
     let key = format!("route53/{id}");
     let mut report = ProbeReport::default();
-    clients.limits.route53_turn().await;
-    let result = clients.observe(
-        "route53:GetHealthCheckStatus",
-        clients.route53.get_health_check_status().health_check_id(id).send().await,
-    );
+    let result = clients
+        .route53_read("route53:GetHealthCheckStatus", || {
+            clients.route53.get_health_check_status().health_check_id(id).send()
+        })
+        .await;
     match result {
         Ok(out) => {
-            let observations = out.health_check_observations();
-            let failing = observations
-                .iter()
-                .filter(|o| !o.status_report().and_then(|r| r.status()).is_some_and(|s| s.starts_with("Success")))
-                .count() as u32;
-            let metrics = IncidentMetrics {
-                health_check_id: Some(id.to_owned()),
-                failing_observations: Some(failing),
-                total_observations: Some(observations.len() as u32),
-                ..IncidentMetrics::default()
-            };
-            let probe = if observations.is_empty() {
-                Probe::Unknown(format!("health check {id} has no observations yet"))
-            } else if failing > 0 {
-                Probe::Unhealthy(metrics)
-            } else {
-                Probe::Healthy(metrics)
-            };
-            report.probes.insert(key, probe);
+            report.probes.insert(key, route53::probe(id, &snapshot::health_check(&out)));
         }
         // A missing check is a target that does not exist, not AWS failing.
         Err(fault) if fault.code == "NoSuchHealthCheck" => {

@@ -123,6 +123,8 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
                 PlanPhase::Created | PlanPhase::AwaitingApproval => IncidentPhase::Investigating,
                 PlanPhase::Completed if plan.spec.dry_run => IncidentPhase::Investigating,
                 PlanPhase::Executing | PlanPhase::Completed | PlanPhase::Failed => IncidentPhase::Mitigating,
+                // Nothing was done: the incident waits for detection to see the target healthy.
+                PlanPhase::NotNeeded => IncidentPhase::Investigating,
             });
             if plan_phase == PlanPhase::Failed {
                 let why =

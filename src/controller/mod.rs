@@ -49,6 +49,10 @@ pub struct Context {
     /// Per-policy locks serialising plan starts (see `plan::reconcile`); each holds the
     /// name of the last plan started under it.
     locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<Option<String>>>>>,
+    /// The mutating attempt this process last started, by plan uid: (step order, attempt).
+    /// An attempt found in progress that is not here was started elsewhere or before a
+    /// restart, and may have a call in flight (see `core::steps::Inputs::resumed`).
+    attempts: std::sync::Mutex<std::collections::HashMap<String, (u32, u32)>>,
     /// Test-only: abort the process at this named point (`RECOVERY_FAILPOINT`).
     failpoint: Option<String>,
     /// Metrics.
@@ -97,6 +101,7 @@ impl Context {
             client,
             aws,
             locks: Default::default(),
+            attempts: Default::default(),
             failpoint: std::env::var("RECOVERY_FAILPOINT").ok().filter(|f| !f.is_empty()),
             metrics,
             http: reqwest::Client::new(),
@@ -155,6 +160,21 @@ impl Context {
     pub fn policy_lock(&self, namespace: &str, policy: &str) -> Arc<tokio::sync::Mutex<Option<String>>> {
         let mut locks = self.locks.lock().expect("not poisoned");
         locks.entry(format!("{namespace}/{policy}")).or_default().clone()
+    }
+
+    /// Records that this process started `attempt` of step `order` of the plan `uid`.
+    pub fn started_attempt(&self, uid: &str, order: u32, attempt: u32) {
+        self.attempts.lock().expect("not poisoned").insert(uid.to_owned(), (order, attempt));
+    }
+
+    /// Whether this process started that attempt.
+    pub fn started_here(&self, uid: &str, order: u32, attempt: u32) -> bool {
+        self.attempts.lock().expect("not poisoned").get(uid) == Some(&(order, attempt))
+    }
+
+    /// Forgets a finished plan's attempts.
+    pub fn plan_finished(&self, uid: &str) {
+        self.attempts.lock().expect("not poisoned").remove(uid);
     }
 
     /// Aborts the process here if the test-only failpoint names this point: a crash at an

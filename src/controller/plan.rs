@@ -24,7 +24,8 @@ use crate::api::policy::RemediationMode;
 use crate::aws::act::{self, ActContext};
 use crate::core::rails::{RailInputs, may_act};
 use crate::core::steps::{
-    ActionOutcome, Gate, Inputs, Next, Settings, Transition, decide, in_action, record_action, record_verify,
+    ActionOutcome, CALL_SETTLE_MARGIN, Gate, Inputs, Next, Settings, Transition, decide, in_action, in_action_attempt,
+    record_action, record_verify,
 };
 
 use super::{Context, Error, POLICY_LABEL, TARGET_LABEL, now, replace_status};
@@ -90,7 +91,8 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
     )?;
     let siblings: Vec<RecoveryPlan> = siblings;
     let (policy, incident) = (policy.as_deref(), incident.as_deref());
-    let settings = settings(policy);
+    let settings = settings(policy, ctx.aws.attempt_timeout);
+    let uid = plan.metadata.uid.clone().unwrap_or_default();
 
     // Transitions are applied to `working` and written together: before a mutating call
     // (its InProgress must be on record first), and whenever the reconcile stops to wait.
@@ -106,6 +108,8 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
         }
         let view = RecoveryPlan { status: Some(working.clone()), ..plan.clone() };
         let gate = gate(&view, policy, incident, &siblings, ctx.aws.circuit_open());
+        let resumed = in_action_attempt(&plan.spec, &working)
+            .is_some_and(|(order, attempt)| !ctx.started_here(&uid, order, attempt));
         let inputs = Inputs {
             spec: &plan.spec,
             status: &working,
@@ -113,10 +117,12 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
             approved_by: plan.annotations().get(APPROVED_BY_ANNOTATION).map(String::as_str).filter(|v| !v.is_empty()),
             gate: &gate,
             settings: &settings,
+            resumed,
             now: now(),
         };
         let update = match decide(&inputs) {
             Next::Done => {
+                ctx.plan_finished(&uid);
                 persist(&ctx, &plans, plan, working, unwritten).await?;
                 return Ok(Action::await_change());
             }
@@ -149,16 +155,17 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
                 record_verify(&inputs, started, outcome)
             }
         };
-        let starts_action = update
-            .transitions
-            .iter()
-            .any(|t| matches!(t, Transition::StepStarted { action, .. } if action.is_mutating()));
+        let starts_action = update.transitions.iter().find_map(|t| match t {
+            Transition::StepStarted { order, action, attempt } if action.is_mutating() => Some((*order, *attempt)),
+            _ => None,
+        });
         working = update.status;
         unwritten.extend(update.transitions);
-        if starts_action || update.requeue.is_some() {
+        if starts_action.is_some() || update.requeue.is_some() {
             plan = persist(&ctx, &plans, plan, working.clone(), std::mem::take(&mut unwritten)).await?;
             release_once_started(&plan, &mut guard);
-            if starts_action {
+            if let Some((order, attempt)) = starts_action {
+                ctx.started_attempt(&uid, order, attempt);
                 ctx.failpoint("after-in-progress");
             }
             if let Some(after) = update.requeue {
@@ -214,13 +221,19 @@ async fn persist(
 
 /// Metrics of a transition: plans by outcome, step durations.
 fn record(ctx: &Context, plan: &RecoveryPlan, t: &Transition) {
-    use crate::metrics::{ActionLabel, OutcomeLabel};
+    use crate::metrics::{ActionLabel, KindLabel, OutcomeLabel};
     match t {
         Transition::Completed => {
             ctx.metrics.plans.get_or_create(&OutcomeLabel { outcome: "completed" }).inc();
         }
         Transition::Failed { .. } => {
             ctx.metrics.plans.get_or_create(&OutcomeLabel { outcome: "failed" }).inc();
+        }
+        Transition::NotNeeded { .. } => {
+            ctx.metrics.plans.get_or_create(&OutcomeLabel { outcome: "not_needed" }).inc();
+            if let Some(step) = plan.spec.steps.first() {
+                ctx.metrics.plans_not_needed.get_or_create(&KindLabel { kind: step.action.kind().as_str() }).inc();
+            }
         }
         Transition::StepCompleted { order, action, .. } | Transition::StepFailed { order, action, .. } => {
             let st = plan.status.as_ref().and_then(|s| s.steps.iter().find(|s| s.order == *order));
@@ -233,8 +246,8 @@ fn record(ctx: &Context, plan: &RecoveryPlan, t: &Transition) {
     }
 }
 
-fn settings(policy: Option<&RecoveryPolicy>) -> Settings {
-    let mut s = Settings::default();
+fn settings(policy: Option<&RecoveryPolicy>, attempt_timeout: Duration) -> Settings {
+    let mut s = Settings { call_settle: attempt_timeout + CALL_SETTLE_MARGIN, ..Settings::default() };
     if let Some(p) = policy {
         let r = &p.spec.remediation;
         s.step_timeout = parse_duration(&r.step_timeout).unwrap_or(s.step_timeout);
@@ -260,15 +273,22 @@ fn gate(
     let phase = plan.status.as_ref().and_then(|s| s.phase);
     let started = matches!(phase, Some(PlanPhase::Executing));
     if !started && incident.status.as_ref().and_then(|s| s.phase) == Some(IncidentPhase::Resolved) {
-        return Gate::Stop("the target recovered before the plan acted".into());
+        return Gate::NotNeeded(format!(
+            "the target recovered: incident {} resolved before the plan acted",
+            incident.name_any()
+        ));
     }
     let target = plan.labels().get(TARGET_LABEL).cloned();
     let others = siblings.iter().filter(|p| p.name_any() != plan.name_any());
     let executing =
         others.clone().filter(|p| p.status.as_ref().and_then(|s| s.phase) == Some(PlanPhase::Executing)).count();
+    // The cooldown lets an action settle; a plan that ended without acting left nothing to
+    // settle, so it does not start one.
     let last_end = others
         .filter(|p| target.is_some() && p.labels().get(TARGET_LABEL) == target.as_ref())
-        .filter_map(|p| p.status.as_ref()?.completed_at.as_ref().map(|t| t.0))
+        .filter_map(|p| p.status.as_ref())
+        .filter(|s| s.phase != Some(PlanPhase::NotNeeded))
+        .filter_map(|s| s.completed_at.as_ref().map(|t| t.0))
         .max();
     let counts = policy.status.as_ref().and_then(|s| s.targets.clone()).unwrap_or_default();
     let mut inputs = RailInputs::for_policy(&policy.spec.remediation, &counts, now());

@@ -22,7 +22,7 @@ use crate::api::common::{self, parse_duration};
 use crate::api::incident::Incident;
 use crate::api::policy::{RecoveryPolicyStatus, TargetState};
 use crate::aws::probe::ProbeReport;
-use crate::core::detection::{Decision, adopt_orphans, detect, next_probe, probe_wait};
+use crate::core::detection::{Decision, adopt_orphans, answered_at, detect, next_probe, probe_wait};
 use crate::core::rails::{Held, RailInputs, may_act};
 use crate::core::time::since;
 use crate::metrics::IncidentLabels;
@@ -77,6 +77,7 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
         return Ok(Action::requeue(interval));
     };
     let (now, report) = (probe.started, probe.report);
+    let at = answered_at(interval, probe.started, probe.answered);
     let mut previous = status.target_states.clone();
     adopt_orphans(
         &policy.name_any(),
@@ -84,7 +85,11 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
         &mut previous,
         &Box::pin(open_incident_names(&ctx, &policy)).await?,
     );
-    let cycle = detect(&policy.name_any(), &policy.spec, &previous, &report.probes, now);
+    let recovered = match previous.iter().any(|s| s.open_incident.is_some()) {
+        true => Box::pin(recovered_incidents(&ctx, &policy, &previous)).await,
+        false => Default::default(),
+    };
+    let cycle = detect(&policy.name_any(), &policy.spec, &previous, &report.probes, at, &recovered);
     let opened_since: Vec<Timestamp> = cycle
         .decisions
         .iter()
@@ -189,6 +194,14 @@ async fn apply_decisions(
                         let why = ("Healthy", "the target is healthy again");
                         resolve(policy, ctx, api, &incident, Some(&metrics), why, now).await?;
                     }
+                    Decision::Relapsed { incident, metrics } => {
+                        let why = (
+                            "RecoveredBeforeAction",
+                            "the target recovered before its plan acted (the plan ended not needed) and is unhealthy \
+                             again: a new incident opens if it stays so",
+                        );
+                        resolve(policy, ctx, api, &incident, Some(&metrics), why, now).await?;
+                    }
                     Decision::Abandon { incident } => {
                         let why = ("TargetRemoved", "the target was removed from the policy");
                         resolve(policy, ctx, api, &incident, None, why, now).await?;
@@ -206,6 +219,30 @@ async fn apply_decisions(
         }
     }
     Ok(states)
+}
+
+/// The open incidents of `states` whose plans ended without acting because the target was
+/// healthy (`NotNeeded`), from the plan cache: an unhealthy answer for one of them is a
+/// relapse (see `Decision::Relapsed`). Without the cache (not yet synced) there are none:
+/// such an incident then resolves or stays open as any other.
+async fn recovered_incidents(
+    ctx: &Context,
+    policy: &RecoveryPolicy,
+    states: &[TargetState],
+) -> std::collections::BTreeSet<String> {
+    let ns = policy.namespace().unwrap_or_default();
+    let Some(plans) = ctx.cache(&ns, |c| &c.plans).await else { return Default::default() };
+    states
+        .iter()
+        .filter_map(|s| s.open_incident.as_ref())
+        .filter(|incident| {
+            let plan = ObjectRef::new(&crate::core::targets::plan_name(incident)).within(&ns);
+            plans.get(&plan).is_some_and(|p| {
+                p.status.as_ref().and_then(|s| s.phase) == Some(crate::api::plan::PlanPhase::NotNeeded)
+            })
+        })
+        .cloned()
+        .collect()
 }
 
 /// Names of the policy's open incidents, for [`adopt_orphans`]: from the incident cache, or

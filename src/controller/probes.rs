@@ -25,8 +25,11 @@ use super::{Context, now};
 pub struct Finished {
     /// The policy generation probed.
     pub generation: Option<i64>,
-    /// When the probe started: the time detection judges by.
+    /// When the probe started (after waiting for its permit).
     pub started: Timestamp,
+    /// When its last answer came: the flap guard judges a slow probe's answers by this
+    /// (see `core::detection::answered_at`).
+    pub answered: Timestamp,
     /// What AWS said.
     pub report: ProbeReport,
 }
@@ -109,8 +112,9 @@ async fn probe(ctx: Arc<Context>, policy: Arc<RecoveryPolicy>, key: String) {
     let spec = &policy.spec;
     let clients = Box::pin(ctx.aws.get(&spec.aws.region, spec.aws.role_arn.as_deref())).await;
     let report = probe_policy(&clients, spec).await;
-    ctx.metrics.probe_cycle_seconds.observe(since(now(), started).as_secs_f64());
-    let finished = Finished { generation: policy.metadata.generation, started, report };
+    let answered = now();
+    ctx.metrics.probe_cycle_seconds.observe(since(answered, started).as_secs_f64());
+    let finished = Finished { generation: policy.metadata.generation, started, answered, report };
     ctx.probes.with(&key, |s| {
         s.running = false;
         s.finished = Some(finished);
@@ -135,7 +139,7 @@ mod tests {
 
     fn finished(generation: i64) -> Finished {
         let started = k8s_openapi::jiff::Timestamp::UNIX_EPOCH;
-        Finished { generation: Some(generation), started, report: Default::default() }
+        Finished { generation: Some(generation), started, answered: started, report: Default::default() }
     }
 
     /// A report is taken once, and only by the generation it probed.

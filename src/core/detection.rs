@@ -1,19 +1,31 @@
 //! Detection: probes + the previous per-target state → the next state and what to do.
 //!
-//! The flap guard opens an incident only after `failureThreshold` unhealthy probes in a row
-//! and resolves it only after `successThreshold` healthy ones. A probe that could not be made
-//! (AWS error, target missing) is `Unknown`: it changes no counter, so an AWS outage is never
-//! mistaken for an unhealthy target, nor a throttled probe for a recovery.
+//! The flap guard opens an incident only after `failureThreshold` unhealthy answers in a
+//! row and resolves it only after `successThreshold` healthy ones, and it counts time, not
+//! answers: a confirming answer counts only when it comes at least half a `probeInterval`
+//! after the last one that counted, and a threshold N is reached only once the counted
+//! answers span (N − 1) intervals (less a tenth, for the jitter of answer times). Answers
+//! that arrive bunched together — a probe that retried through throttling and the next one
+//! right behind it — are one piece of evidence, so N means about (N − 1) × probeInterval of
+//! observed state, as people read it. An answer's time is when its probe started, or, for a
+//! probe that took longer than half an interval, when it answered ([`answered_at`]).
+//!
+//! A probe that could not be made (AWS error, target missing) is `Unknown`: it changes no
+//! counter, so an AWS outage is never mistaken for an unhealthy target, nor a throttled probe
+//! for a recovery.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use crate::api::common::parse_duration;
 use crate::api::incident::IncidentMetrics;
 use crate::api::policy::{DetectionSpec, RecoveryPolicySpec, TargetCounts, TargetState};
 
 use super::targets::{Target, incident_name, targets};
+use super::time::since;
 
 /// What one probe of one target found.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,36 +50,141 @@ pub enum Decision {
     StillUnhealthy { incident: String, metrics: IncidentMetrics },
     /// The target is healthy again: resolve the incident.
     Resolve { incident: String, metrics: IncidentMetrics },
+    /// The incident's plan found the target healthy just before acting and ended without
+    /// acting, and the target is unhealthy again: resolve that incident (it did recover) and
+    /// count this answer as the start of a new episode, which opens an incident (and a plan)
+    /// of its own once the flap guard says so.
+    Relapsed { incident: String, metrics: IncidentMetrics },
     /// The target left the policy while its incident was open: resolve it as no longer watched.
     Abandon { incident: String },
 }
 
-/// One probe's effect on one target's state.
-pub fn step(thresholds: &DetectionSpec, policy: &str, prev: &TargetState, probe: &Probe) -> (TargetState, Decision) {
+/// The flap guard's settings: the thresholds and the probe interval they are measured in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Guard {
+    /// `failureThreshold` and `successThreshold`.
+    pub thresholds: DetectionSpec,
+    /// `probeInterval`.
+    pub interval: Duration,
+}
+
+impl Guard {
+    /// From a policy's spec (an unparsable interval, which the schema refuses, counts as 30 s).
+    pub fn of(spec: &RecoveryPolicySpec) -> Self {
+        let interval = parse_duration(&spec.probe_interval).unwrap_or(Duration::from_secs(30));
+        Self { thresholds: spec.detection.clone(), interval }
+    }
+
+    /// Whether an answer at `at` is far enough from the last one that counted to count too.
+    fn spaced(&self, last_counted: Option<&Time>, at: Timestamp) -> bool {
+        last_counted.is_none_or(|t| since(at, t.0) >= self.interval / 2)
+    }
+
+    /// Whether a streak of `count` counted answers that began at `since` has, at `at`,
+    /// reached `threshold`: enough answers, over (threshold − 1) intervals less a tenth.
+    fn reached(&self, threshold: u32, count: u32, streak_start: Option<&Time>, at: Timestamp) -> bool {
+        let span = self.interval.saturating_mul(threshold.saturating_sub(1)).saturating_sub(self.interval / 10);
+        count >= threshold && streak_start.is_none_or(|t| since(at, t.0) >= span)
+    }
+}
+
+/// The time an answer stands for: when its probe started, unless the probe took longer
+/// than half an interval (retries through throttling, a held answer): then what it says is
+/// as of its answer, and the next probe's answer, right behind it, is not separate evidence.
+pub fn answered_at(interval: Duration, started: Timestamp, answered: Timestamp) -> Timestamp {
+    if since(answered, started) > interval / 2 { answered } else { started }
+}
+
+/// Which way a streak points.
+#[derive(Clone, Copy, PartialEq)]
+enum Way {
+    Failing,
+    Passing,
+}
+
+/// Moves one streak along: starts it (an answer against the current streak always counts,
+/// as the first of a new one), counts a spaced confirming answer, ignores a bunched one,
+/// and freezes a streak that reached its threshold (so a steady target writes nothing).
+/// Returns whether the threshold is reached.
+fn advance(guard: &Guard, prev: &TargetState, next: &mut TargetState, way: Way, at: Timestamp) -> bool {
+    let t = &guard.thresholds;
+    let (threshold, count, other) = match way {
+        Way::Failing => (t.failure_threshold, prev.consecutive_failures, prev.consecutive_successes),
+        Way::Passing => (t.success_threshold, prev.consecutive_successes, prev.consecutive_failures),
+    };
+    let streak_start = |s: &TargetState| match way {
+        Way::Failing => s.unhealthy_since.clone(),
+        Way::Passing => s.healthy_since.clone(),
+    };
+    let (count, start, counted) = if count == 0 || other > 0 {
+        (1, Some(Time(at)), Some(Time(at)))
+    } else if prev.last_counted_at.is_none() && count >= threshold {
+        (count, streak_start(prev), None) // reached earlier and frozen
+    } else if guard.spaced(prev.last_counted_at.as_ref(), at) {
+        (count.saturating_add(1).min(threshold), streak_start(prev), Some(Time(at)))
+    } else {
+        (count, streak_start(prev), prev.last_counted_at.clone()) // bunched: not counted
+    };
+    let reached = guard.reached(threshold, count, start.as_ref(), at);
+    next.last_counted_at = if reached { None } else { counted };
+    match way {
+        Way::Failing => {
+            next.consecutive_failures = count;
+            next.consecutive_successes = 0;
+            next.unhealthy_since = start;
+            next.healthy_since = None;
+        }
+        Way::Passing => {
+            next.consecutive_successes = count;
+            next.consecutive_failures = 0;
+            next.unhealthy_since = None;
+            // Only the open streak's start is kept: a steady healthy target carries none.
+            next.healthy_since = if reached { None } else { start };
+        }
+    }
+    reached
+}
+
+/// One answer's effect on one target's state. `recovered` says whether the open incident's
+/// plan ended without acting because the target was healthy then.
+pub fn step(
+    guard: &Guard,
+    policy: &str,
+    prev: &TargetState,
+    probe: &Probe,
+    at: Timestamp,
+    recovered: bool,
+) -> (TargetState, Decision) {
     let mut next = prev.clone();
     let decision = match probe {
         Probe::Unknown(_) => Decision::Nothing,
-        Probe::Unhealthy(metrics) => {
-            // Streaks count up to their threshold only: past it nothing changes, so a steady
-            // target leaves the policy's status as it was and costs no write.
-            next.consecutive_failures = prev.consecutive_failures.saturating_add(1).min(thresholds.failure_threshold);
-            next.consecutive_successes = 0;
-            match &prev.open_incident {
-                Some(incident) => Decision::StillUnhealthy { incident: incident.clone(), metrics: metrics.clone() },
-                None if next.consecutive_failures >= thresholds.failure_threshold => {
+        Probe::Unhealthy(metrics) => match &prev.open_incident {
+            Some(incident) if recovered => {
+                // This answer is the first of a new episode.
+                let fresh = TargetState { open_incident: None, ..TargetState::default() };
+                advance(guard, &fresh, &mut next, Way::Failing, at);
+                next.open_incident = None;
+                Decision::Relapsed { incident: incident.clone(), metrics: metrics.clone() }
+            }
+            Some(incident) => {
+                advance(guard, prev, &mut next, Way::Failing, at);
+                Decision::StillUnhealthy { incident: incident.clone(), metrics: metrics.clone() }
+            }
+            None => {
+                if advance(guard, prev, &mut next, Way::Failing, at) {
                     let name = incident_name(policy, &prev.target, prev.opened);
                     next.opened = prev.opened.saturating_add(1);
                     next.open_incident = Some(name.clone());
                     Decision::Open { name, metrics: metrics.clone() }
+                } else {
+                    Decision::Nothing
                 }
-                None => Decision::Nothing,
             }
-        }
+        },
         Probe::Healthy(metrics) => {
-            next.consecutive_successes = prev.consecutive_successes.saturating_add(1).min(thresholds.success_threshold);
-            next.consecutive_failures = 0;
+            let reached = advance(guard, prev, &mut next, Way::Passing, at);
             match &prev.open_incident {
-                Some(incident) if next.consecutive_successes >= thresholds.success_threshold => {
+                Some(incident) if reached => {
                     next.open_incident = None;
                     Decision::Resolve { incident: incident.clone(), metrics: metrics.clone() }
                 }
@@ -126,7 +243,9 @@ pub struct Cycle {
     pub counts: TargetCounts,
 }
 
-/// A whole probe cycle: every target of the policy, its previous state and its probe.
+/// A whole probe cycle: every target of the policy, its previous state and its answer at
+/// `at` (see [`answered_at`]). `recovered` names the open incidents whose plans ended
+/// without acting because the target was healthy then (see [`Decision::Relapsed`]).
 ///
 /// A target without a probe result is treated as `Unknown`. States of targets that left the
 /// policy are dropped; if one had an open incident, it is abandoned.
@@ -135,8 +254,10 @@ pub fn detect(
     spec: &RecoveryPolicySpec,
     previous: &[TargetState],
     probes: &BTreeMap<String, Probe>,
-    now: Timestamp,
+    at: Timestamp,
+    recovered: &BTreeSet<String>,
 ) -> Cycle {
+    let guard = Guard::of(spec);
     let prev: BTreeMap<&str, &TargetState> = previous.iter().map(|s| (s.target.as_str(), s)).collect();
     let all = targets(spec);
     let mut counts = TargetCounts { total: all.len() as u32, ..TargetCounts::default() };
@@ -152,12 +273,8 @@ pub fn detect(
             Probe::Unhealthy(_) => counts.unhealthy += 1,
             Probe::Unknown(_) => counts.unknown += 1,
         }
-        let (mut after, decision) = step(&spec.detection, policy_name, before, probe);
-        match after.consecutive_failures {
-            0 => after.unhealthy_since = None,
-            1 if before.consecutive_failures == 0 => after.unhealthy_since = Some(Time(now)),
-            _ => {}
-        }
+        let was_recovered = before.open_incident.as_ref().is_some_and(|i| recovered.contains(i));
+        let (after, decision) = step(&guard, policy_name, before, probe, at, was_recovered);
         states.push(after);
         if decision != Decision::Nothing {
             decisions.push((Some(target), decision));
@@ -212,9 +329,10 @@ mod tests {
     use super::*;
     use crate::core::testing::policy;
 
-    fn th(f: u32, s: u32) -> DetectionSpec {
-        DetectionSpec { failure_threshold: f, success_threshold: s }
+    fn th(f: u32, s: u32) -> Guard {
+        Guard { thresholds: DetectionSpec { failure_threshold: f, success_threshold: s }, interval: INTERVAL }
     }
+    const INTERVAL: Duration = Duration::from_secs(30);
     fn sick() -> Probe {
         Probe::Unhealthy(IncidentMetrics { running_count: Some(1), desired_count: Some(3), ..Default::default() })
     }
@@ -275,28 +393,41 @@ mod tests {
         assert_eq!(probe_wait(hour, at(90_000), Some(at(0))), hour);
     }
 
-    /// Feeds a sequence of probes to one target; returns the decisions by kind.
-    fn run(thresholds: DetectionSpec, probes: &[Probe]) -> Vec<&'static str> {
+    fn kind(d: &Decision) -> &'static str {
+        match d {
+            Decision::Nothing => ".",
+            Decision::Open { .. } => "open",
+            Decision::StillUnhealthy { .. } => "still",
+            Decision::Resolve { .. } => "resolve",
+            Decision::Relapsed { .. } => "relapsed",
+            Decision::Abandon { .. } => "abandon",
+        }
+    }
+
+    /// Feeds answers at the given milliseconds to one target; returns the decisions by kind.
+    fn run_at(guard: Guard, answers: &[(i64, Probe)]) -> Vec<&'static str> {
         let mut state = TargetState { target: "ecs/prod/checkout".into(), ..Default::default() };
-        probes
+        answers
             .iter()
-            .map(|p| {
-                let (next, d) = step(&thresholds, "pol", &state, p);
+            .map(|(ms, p)| {
+                let at = crate::core::testing::at(0) + k8s_openapi::jiff::SignedDuration::from_millis(*ms);
+                let (next, d) = step(&guard, "pol", &state, p, at, false);
                 state = next;
-                match d {
-                    Decision::Nothing => ".",
-                    Decision::Open { .. } => "open",
-                    Decision::StillUnhealthy { .. } => "still",
-                    Decision::Resolve { .. } => "resolve",
-                    Decision::Abandon { .. } => "abandon",
-                }
+                kind(&d)
             })
             .collect()
     }
 
+    /// Feeds a sequence of probes one interval apart.
+    fn run(guard: Guard, probes: &[Probe]) -> Vec<&'static str> {
+        let step = INTERVAL.as_millis() as i64;
+        let answers: Vec<(i64, Probe)> = probes.iter().enumerate().map(|(i, p)| (i as i64 * step, p.clone())).collect();
+        run_at(guard, &answers)
+    }
+
     #[test]
     fn flap_guard_table() {
-        let cases: Vec<(&str, DetectionSpec, Vec<Probe>, Vec<&str>)> = vec![
+        let cases: Vec<(&str, Guard, Vec<Probe>, Vec<&str>)> = vec![
             ("opens at the threshold", th(2, 2), vec![sick(), sick()], vec![".", "open"]),
             ("threshold one opens at once", th(1, 1), vec![sick(), well()], vec!["open", "resolve"]),
             (
@@ -343,17 +474,114 @@ mod tests {
         }
     }
 
+    /// Answers bunched together count once; thresholds mean time.
+    #[test]
+    fn flap_guard_counts_time_not_answers() {
+        let s = 1000; // ms
+        type Case = (&'static str, Guard, Vec<(i64, Probe)>, Vec<&'static str>);
+        let cases: Vec<Case> = vec![
+            (
+                "a retried probe and the next one, 70 ms apart, are one answer",
+                th(2, 2),
+                vec![(0, sick()), (70, sick()), (15 * s, sick()), (30 * s, sick())],
+                vec![".", ".", ".", "open"],
+            ),
+            (
+                "half an interval apart counts, but the span must be an interval (less a tenth)",
+                th(2, 2),
+                vec![(0, sick()), (15 * s, sick()), (27 * s, sick())],
+                vec![".", ".", "open"],
+            ),
+            (
+                "answers a little early on the grid still open on time",
+                th(2, 2),
+                vec![(500, sick()), (30 * s + 10, sick())],
+                vec![".", "open"],
+            ),
+            (
+                "three answers need two intervals",
+                th(3, 2),
+                vec![(0, sick()), (20 * s, sick()), (40 * s, sick()), (55 * s, sick()), (58 * s, sick())],
+                vec![".", ".", ".", ".", "open"],
+            ),
+            (
+                "a contrary answer, however close, starts a new streak",
+                th(2, 2),
+                vec![(0, sick()), (100, well()), (30 * s, sick()), (60 * s, sick())],
+                vec![".", ".", ".", "open"],
+            ),
+            (
+                "bunched healthy answers do not resolve early",
+                th(2, 2),
+                vec![(0, sick()), (30 * s, sick()), (60 * s, well()), (60 * s + 70, well()), (90 * s, well())],
+                vec![".", "open", ".", ".", "resolve"],
+            ),
+            ("threshold one opens on the first answer", th(1, 1), vec![(0, sick())], vec!["open"]),
+        ];
+        for (name, g, answers, want) in cases {
+            assert_eq!(run_at(g, &answers), want, "{name}");
+        }
+    }
+
+    /// A steady target's state stops changing once its streak reached the threshold, so the
+    /// policy's status is not rewritten every probe.
+    #[test]
+    fn a_steady_target_settles() {
+        let g = th(2, 2);
+        let mut s = TargetState { target: "ecs/prod/checkout".into(), ..Default::default() };
+        let mut seen = vec![];
+        for i in 0..5 {
+            let (next, _) = step(&g, "pol", &s, &well(), crate::core::testing::at(i * 30), false);
+            seen.push(next != s);
+            s = next;
+        }
+        assert_eq!(seen, [true, true, false, false, false], "{s:?}");
+        assert_eq!((s.healthy_since.as_ref(), s.last_counted_at.as_ref()), (None, None));
+    }
+
+    /// An incident whose plan found the target healthy and ended without acting is resolved
+    /// when the target fails again, and the new failure starts a streak of its own.
+    #[test]
+    fn a_relapse_after_a_plan_not_needed_is_a_new_episode() {
+        let g = th(2, 2);
+        let at = crate::core::testing::at;
+        let s0 = TargetState { target: "ecs/prod/checkout".into(), ..Default::default() };
+        let (s1, _) = step(&g, "pol", &s0, &sick(), at(0), false);
+        let (s2, d2) = step(&g, "pol", &s1, &sick(), at(30), false);
+        assert_eq!(kind(&d2), "open");
+        // The plan ended NotNeeded; the next answer is unhealthy.
+        let (s3, d3) = step(&g, "pol", &s2, &sick(), at(60), true);
+        assert_eq!(kind(&d3), "relapsed");
+        assert_eq!((s3.open_incident.as_ref(), s3.consecutive_failures), (None, 1));
+        let (s4, d4) = step(&g, "pol", &s3, &sick(), at(90), false);
+        let (Decision::Open { name, .. }, Decision::Open { name: first, .. }) = (d4, d2) else { panic!("reopens") };
+        assert_ne!(name, first, "a new incident");
+        assert_eq!(s4.opened, 2);
+        // Without the plan having ended so, the incident just stays open.
+        let (_, d) = step(&g, "pol", &s2, &sick(), at(60), false);
+        assert_eq!(kind(&d), "still");
+    }
+
+    #[test]
+    fn answer_time_of_a_slow_probe_is_its_answer() {
+        let at = crate::core::testing::at;
+        assert_eq!(answered_at(INTERVAL, at(0), at(2)), at(0), "a prompt answer: when asked");
+        assert_eq!(answered_at(INTERVAL, at(0), at(15)), at(0));
+        assert_eq!(answered_at(INTERVAL, at(0), at(16)), at(16), "a slow one: when it answered");
+    }
+
     #[test]
     fn relapse_gets_a_new_deterministic_name() {
         let t = th(1, 1);
+        let at = crate::core::testing::at;
         let s0 = TargetState { target: "rds/db".into(), ..Default::default() };
-        let (s1, d1) = step(&t, "pol", &s0, &sick());
-        let (s2, _) = step(&t, "pol", &s1, &well());
-        let (_, d3) = step(&t, "pol", &s2, &sick());
+        let (s1, d1) = step(&t, "pol", &s0, &sick(), at(0), false);
+        let (s2, _) = step(&t, "pol", &s1, &well(), at(30), false);
+        let (_, d3) = step(&t, "pol", &s2, &sick(), at(60), false);
         let (Decision::Open { name: a, .. }, Decision::Open { name: b, .. }) = (d1, d3) else { panic!("two opens") };
         assert_ne!(a, b);
         // A restart that lost the write of s1 recomputes the same first name.
-        let (_, again) = step(&t, "pol", &s0, &sick());
+        let (_, again) = step(&t, "pol", &s0, &sick(), at(0), false);
         assert!(matches!(again, Decision::Open { name, .. } if name == a));
     }
 
@@ -361,7 +589,7 @@ mod tests {
     fn an_incident_whose_record_was_lost_is_adopted_then_resolved() {
         let t = th(1, 1);
         let s0 = TargetState { target: "rds/db".into(), ..Default::default() };
-        let (_, opened) = step(&t, "pol", &s0, &sick());
+        let (_, opened) = step(&t, "pol", &s0, &sick(), crate::core::testing::at(0), false);
         let Decision::Open { name, .. } = opened else { panic!("opens") };
         // The write of the new state was lost; the incident exists.
         let spec: RecoveryPolicySpec =
@@ -369,7 +597,7 @@ mod tests {
         let mut states = vec![];
         adopt_orphans("pol", &spec, &mut states, &[name.clone()].into_iter().collect());
         assert_eq!((states[0].open_incident.as_deref(), states[0].opened), (Some(name.as_str()), 1));
-        let (_, d) = step(&t, "pol", &states[0], &well());
+        let (_, d) = step(&t, "pol", &states[0], &well(), crate::core::testing::at(30), false);
         assert!(matches!(d, Decision::Resolve { incident, .. } if incident == name));
         // Unrelated names are left alone.
         let mut states = vec![s0];
@@ -392,7 +620,7 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let cycle = detect("pol", &spec, &previous, &probes, crate::core::testing::at(60));
+        let cycle = detect("pol", &spec, &previous, &probes, crate::core::testing::at(60), &BTreeSet::new());
         assert_eq!(cycle.counts, TargetCounts { total: 4, healthy: 1, unhealthy: 1, unknown: 2 });
         assert_eq!(cycle.states.len(), 4);
         // A streak that started before this cycle keeps its start; a new one starts now.

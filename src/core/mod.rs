@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod detection;
+pub mod kinds;
 pub mod planning;
 pub mod rails;
 pub mod steps;

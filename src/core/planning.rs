@@ -66,7 +66,7 @@ pub fn plan_steps(
                 .iter()
                 .find(|hc| hc.health_check_id == id)
                 .and_then(|hc| hc.failover.clone())
-                .ok_or(PlanError::NoFailover(id))?;
+                .ok_or_else(|| PlanError::NoFailover(id.clone()))?;
             (
                 StepAction::UpdateDns,
                 StepAction::VerifyDns,
@@ -76,6 +76,8 @@ pub fn plan_steps(
                     record_type: Some(failover.record_type),
                     // The alias keeps its own hosted zone id; the seed reused the record's.
                     alias_target: Some(failover.alias_target),
+                    // Read again just before the change: a primary passing again needs none.
+                    health_check_id: Some(id),
                     ..base
                 },
             )

@@ -7,8 +7,13 @@
 //!    [`Next::Act`] carrying a [`Started`] token — the one way to reach AWS — so a step
 //!    that was not persisted as started cannot act;
 //! 3. the controller first asks AWS whether the effect already happened since `startedAt`
-//!    (a crash may have come after the call), and only otherwise calls AWS;
-//! 4. [`record_action`] turns the answer into `Completed` with evidence, a retry, or a failure.
+//!    (a crash may have come after the call), then whether the target is still unhealthy
+//!    (read with the kind's health rule, the one detection uses: see `core::kinds`), and
+//!    only otherwise calls AWS;
+//! 4. [`record_action`] turns the answer into `Completed` with evidence, a retry, a failure,
+//!    or — when the target was healthy at that last read — the step `Skipped` and the plan
+//!    `NotNeeded`, with what was read as evidence. A read that failed is never "healthy":
+//!    it is a failed attempt, retried like any other.
 //!
 //! Verify steps only read; they poll by requeue until satisfied or `stepTimeout` passes.
 
@@ -38,7 +43,15 @@ pub struct Settings {
     pub retry_max: Duration,
     /// How often a verify step asks AWS.
     pub verify_interval: Duration,
+    /// How long after an attempt started a mutating call it sent may still take effect:
+    /// the SDK's attempt timeout plus a margin for AWS finishing work the client stopped
+    /// waiting for. The next attempt's check-first read waits this long, so it cannot miss
+    /// an effect that lands after it.
+    pub call_settle: Duration,
 }
+
+/// What [`Settings::call_settle`] adds to the attempt timeout.
+pub const CALL_SETTLE_MARGIN: Duration = Duration::from_secs(10);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -48,6 +61,7 @@ impl Default for Settings {
             retry_base: Duration::from_secs(10),
             retry_max: Duration::from_secs(300),
             verify_interval: Duration::from_secs(5),
+            call_settle: Duration::from_secs(10) + CALL_SETTLE_MARGIN,
         }
     }
 }
@@ -61,6 +75,9 @@ pub enum Gate {
     Hold(Held),
     /// Stop the plan at the next step boundary (e.g. its policy was deleted).
     Stop(String),
+    /// End the plan at the next step boundary without acting: remediation is no longer
+    /// needed (its incident resolved before the plan started).
+    NotNeeded(String),
 }
 
 /// What [`decide`] looks at.
@@ -78,6 +95,10 @@ pub struct Inputs<'a> {
     pub gate: &'a Gate,
     /// Timing knobs.
     pub settings: &'a Settings,
+    /// Whether a mutating step in progress was started by another process (or by this one
+    /// before a restart): a call sent then may still land, so acting waits until
+    /// `call_settle` after the attempt started.
+    pub resumed: bool,
     /// Now.
     pub now: Timestamp,
 }
@@ -177,6 +198,8 @@ pub enum Transition {
     Completed,
     /// The plan failed.
     Failed { message: String },
+    /// The plan ended without acting: the target had recovered.
+    NotNeeded { message: String },
 }
 
 impl Transition {
@@ -194,6 +217,7 @@ impl Transition {
             Self::StepFailed { .. } => "StepFailed",
             Self::Completed => "PlanCompleted",
             Self::Failed { .. } => "PlanFailed",
+            Self::NotNeeded { .. } => "PlanNotNeeded",
         }
     }
 
@@ -221,7 +245,7 @@ impl Transition {
             | Self::StepSkipped { order, action, message }
             | Self::StepFailed { order, action, message } => format!("step {order} {action:?}: {message}"),
             Self::Completed => "every step completed".into(),
-            Self::Failed { message } => message.clone(),
+            Self::Failed { message } | Self::NotNeeded { message } => message.clone(),
         }
     }
 }
@@ -235,6 +259,9 @@ pub enum ActionOutcome {
     Done { evidence: BTreeMap<String, String>, message: String },
     /// A pre-check says not now (e.g. an earlier rollout still running). No call was made.
     Deferred { message: String, retry_after: Duration },
+    /// The target was healthy when read just before the call: no call was made, and the
+    /// plan ends `NotNeeded`. The evidence is what was read, and when.
+    NotNeeded { evidence: BTreeMap<String, String>, message: String },
     /// The call failed. `retryable` for throttling, 5xx and timeouts.
     Failed { message: String, retryable: bool },
 }
@@ -269,10 +296,19 @@ pub fn decide(i: &Inputs) -> Next {
         let transitions = fail_plan(&mut s, i.spec, None, &message, i.now);
         return persist(s, transitions, None);
     }
+    if let Gate::NotNeeded(reason) = i.gate
+        && !in_action(i.spec, i.status)
+        && current.is_some()
+    {
+        let mut s = i.status.clone();
+        let message = format!("not needed: {reason}");
+        let transitions = end_not_needed(&mut s, i.spec, &message, i.now);
+        return persist(s, transitions, None);
+    }
     match phase {
         PlanPhase::Created | PlanPhase::AwaitingApproval => start_plan(i, phase),
         PlanPhase::Executing => advance(i),
-        PlanPhase::Completed | PlanPhase::Failed => Next::Done,
+        PlanPhase::Completed | PlanPhase::Failed | PlanPhase::NotNeeded => Next::Done,
     }
 }
 
@@ -393,6 +429,25 @@ fn advance(i: &Inputs) -> Next {
             if let Gate::Hold(held) = i.gate {
                 return hold(i, held);
             }
+            if i.resumed
+                && let Some(settled) = st.attempt_started_at.as_ref().map(|t| add(t.0, i.settings.call_settle))
+                && settled > i.now
+            {
+                // Found in progress, perhaps with a call in flight when its process died:
+                // the check-first read comes once that call can no longer land.
+                let wait = since(settled, i.now);
+                let message = format!(
+                    "attempt {} was started by an earlier process: waiting {}s for a call it may have sent to land before the check-first read",
+                    st.attempts,
+                    wait.as_secs().max(1)
+                );
+                if st.message.as_deref().is_some_and(|m| m.contains("was started by an earlier process")) {
+                    return Next::Wait(Some(wait));
+                }
+                let mut s = i.status.clone();
+                step_mut(&mut s, step.order).message = Some(message);
+                return persist(s, vec![], Some(wait));
+            }
             Next::Act(started)
         }
         // A failed step always fails its plan in the same write; repair a status that says
@@ -417,6 +472,17 @@ pub fn record_action(i: &Inputs, started: Started, outcome: ActionOutcome) -> Up
             complete_step(&mut s, i.spec, order, evidence, &message, i.now);
             Update { status: s, transitions: vec![Transition::StepCompleted { order, action, message }], requeue: None }
         }
+        ActionOutcome::NotNeeded { evidence, message } => {
+            let st = step_mut(&mut s, order);
+            st.phase = StepPhase::Skipped;
+            st.completed_at = Some(Time(i.now));
+            st.next_attempt_at = None;
+            st.message = Some(message.clone());
+            st.evidence.extend(evidence);
+            let mut transitions = vec![Transition::StepSkipped { order, action, message: message.clone() }];
+            transitions.extend(end_not_needed(&mut s, i.spec, &message, i.now));
+            Update { status: s, transitions, requeue: None }
+        }
         ActionOutcome::Deferred { message, retry_after } => {
             if since(i.now, started.since) >= i.settings.step_timeout {
                 let message = format!("held back past stepTimeout: {message}");
@@ -428,8 +494,12 @@ pub fn record_action(i: &Inputs, started: Started, outcome: ActionOutcome) -> Up
         }
         ActionOutcome::Failed { message, retryable } => {
             if retryable && started.attempt < i.settings.max_attempts {
-                let backoff = backoff(i.settings, started.attempt, &i.spec.incident);
+                // A call that failed this way (a timeout, 5xx, a lost connection) may still
+                // take effect: the next attempt, which starts with the check-first read, waits
+                // until it no longer can.
                 let st = step_mut(&mut s, order);
+                let settled = st.attempt_started_at.as_ref().map_or(i.now, |t| add(t.0, i.settings.call_settle));
+                let backoff = backoff(i.settings, started.attempt, &i.spec.incident).max(since(settled, i.now));
                 st.phase = StepPhase::Pending;
                 st.next_attempt_at = Some(Time(add(i.now, backoff)));
                 let message = format!(
@@ -561,6 +631,13 @@ pub fn in_action(spec: &RecoveryPlanSpec, status: &RecoveryPlanStatus) -> bool {
     current_step(spec, status).is_some_and(|(step, st)| step.action.is_mutating() && st.phase == StepPhase::InProgress)
 }
 
+/// The (order, attempt) of the mutating step in progress, if [`in_action`].
+pub fn in_action_attempt(spec: &RecoveryPlanSpec, status: &RecoveryPlanStatus) -> Option<(u32, u32)> {
+    current_step(spec, status)
+        .filter(|(step, st)| step.action.is_mutating() && st.phase == StepPhase::InProgress)
+        .map(|(step, st)| (step.order, st.attempts))
+}
+
 fn current_step<'a>(
     spec: &'a RecoveryPlanSpec,
     status: &'a RecoveryPlanStatus,
@@ -641,21 +718,47 @@ fn fail_plan(
                 message: st.message.clone().unwrap_or_default(),
             });
         } else if matches!(st.phase, StepPhase::Pending | StepPhase::InProgress) {
-            st.phase = StepPhase::Skipped;
-            st.next_attempt_at = None;
-            st.message = Some("not run: the plan failed before this step".into());
-            transitions.push(Transition::StepSkipped {
-                order: step.order,
-                action: step.action,
-                message: "not run".into(),
-            });
+            transitions.push(skip(st, step, "not run: the plan failed before this step".into()));
         }
     }
-    s.phase = Some(PlanPhase::Failed);
+    finish(s, spec, PlanPhase::Failed, message, now);
+    transitions.push(Transition::Failed { message: message.to_owned() });
+    transitions
+}
+
+/// Marks a step that will not run Skipped, saying why.
+fn skip(st: &mut StepStatus, step: &PlanStep, why: String) -> Transition {
+    st.phase = StepPhase::Skipped;
+    st.next_attempt_at = None;
+    st.message = Some(why);
+    Transition::StepSkipped { order: step.order, action: step.action, message: "not run".into() }
+}
+
+/// Puts the plan in a terminal phase.
+fn finish(s: &mut RecoveryPlanStatus, spec: &RecoveryPlanSpec, phase: PlanPhase, message: &str, now: Timestamp) {
+    s.phase = Some(phase);
     s.completed_at = Some(Time(now));
     s.message = Some(message.to_owned());
     s.progress = Some(progress(s, spec));
-    transitions.push(Transition::Failed { message: message.to_owned() });
+}
+
+/// Ends the plan `NotNeeded`: every step not yet finished is Skipped, saying why.
+fn end_not_needed(
+    s: &mut RecoveryPlanStatus,
+    spec: &RecoveryPlanSpec,
+    message: &str,
+    now: Timestamp,
+) -> Vec<Transition> {
+    let mut transitions = vec![];
+    for step in ordered(spec) {
+        let st = step_mut(s, step.order);
+        if matches!(st.phase, StepPhase::Pending | StepPhase::InProgress) {
+            transitions.push(skip(st, step, format!("not run: {message}")));
+        }
+    }
+    finish(s, spec, PlanPhase::NotNeeded, message, now);
+    s.conditions.retain(|c| c.type_ != HELD);
+    transitions.push(Transition::NotNeeded { message: message.to_owned() });
     transitions
 }
 

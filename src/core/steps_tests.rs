@@ -23,8 +23,9 @@ fn spec(dry_run: bool) -> RecoveryPlanSpec {
     }
 }
 
+/// Backoff alone: the wait for a call to settle has its own tests.
 fn settings() -> Settings {
-    Settings { step_timeout: Duration::from_secs(300), ..Settings::default() }
+    Settings { step_timeout: Duration::from_secs(300), call_settle: Duration::ZERO, ..Settings::default() }
 }
 
 fn ev(k: &str, v: &str) -> BTreeMap<String, String> {
@@ -39,6 +40,7 @@ struct Plan {
     approved_by: Option<String>,
     gate: Gate,
     settings: Settings,
+    resumed: bool,
     now: Timestamp,
 }
 
@@ -51,6 +53,7 @@ impl Plan {
             approved_by: None,
             gate: Gate::Open,
             settings: settings(),
+            resumed: false,
             now: at(0),
         }
     }
@@ -62,6 +65,7 @@ impl Plan {
             approved_by: self.approved_by.as_deref(),
             gate: &self.gate,
             settings: &self.settings,
+            resumed: self.resumed,
             now: self.now,
         }
     }
@@ -439,4 +443,110 @@ fn in_action_only_while_a_mutating_step_is_in_progress() {
     p.persist(); // step 2 InProgress
     assert_eq!(p.step(2).phase, StepPhase::InProgress);
     assert!(!in_action(&p.spec, &p.status), "step 2 (verify) in progress only reads");
+}
+
+fn recovered() -> ActionOutcome {
+    ActionOutcome::NotNeeded {
+        evidence: ev("runningCount", "3"),
+        message: "not needed: the target recovered before the action (3 of 3 desired tasks running)".into(),
+    }
+}
+
+/// The read just before the call found the target healthy: the step is Skipped with what
+/// was read, the rest is not run, and the plan ends NotNeeded without an AWS call.
+#[test]
+fn a_target_healthy_at_the_moment_of_acting_ends_the_plan_not_needed() {
+    let mut p = Plan::new().at_first_action();
+    let u = p.act(recovered());
+    assert_eq!(p.step(1).phase, StepPhase::Skipped);
+    assert_eq!(p.step(1).evidence.get("runningCount").map(String::as_str), Some("3"), "what was read");
+    assert!(p.step(1).message.as_deref().is_some_and(|m| m.starts_with("not needed: the target recovered")));
+    assert_eq!(p.step(2).phase, StepPhase::Skipped, "the verify is not run");
+    assert_eq!(p.status.phase, Some(PlanPhase::NotNeeded));
+    assert!(p.status.completed_at.is_some());
+    assert_eq!(p.status.progress.as_deref(), Some("0/2"));
+    let reasons: Vec<_> = u.transitions.iter().map(Transition::reason).collect();
+    assert_eq!(reasons, ["StepSkipped", "StepSkipped", "PlanNotNeeded"]);
+    assert!(!u.transitions.iter().any(Transition::is_warning), "recovering is not a warning");
+    assert_eq!(p.decide(), Next::Done);
+}
+
+/// An incident that resolved before its plan started ends the plan NotNeeded; a plan whose
+/// action is in flight finishes it first (the read before acting decides).
+#[test]
+fn not_needed_gate_ends_a_waiting_plan_but_not_an_action_in_flight() {
+    let mut p = Plan::new();
+    p.persist(); // Created
+    p.gate = Gate::NotNeeded("the target recovered".into());
+    let t = p.persist();
+    assert_eq!(p.status.phase, Some(PlanPhase::NotNeeded));
+    assert!(p.status.steps.iter().all(|s| s.phase == StepPhase::Skipped && s.attempts == 0));
+    assert!(
+        matches!(t.last(), Some(Transition::NotNeeded { message }) if message == "not needed: the target recovered")
+    );
+
+    let mut p = Plan::new().at_first_action();
+    p.gate = Gate::NotNeeded("the target recovered".into());
+    assert!(matches!(p.decide(), Next::Act(_)), "the action in flight goes on to its read");
+}
+
+/// The crash simulation with a target that heals while the plan waits: wherever the
+/// controller dies, the plan ends NotNeeded and AWS is never called.
+#[test]
+fn killed_at_every_boundary_a_healed_target_is_never_touched() {
+    for crash_at in 0..20 {
+        let mut persisted = Plan::new();
+        let mut boundary = 0;
+        for _ in 0..20 {
+            if persisted.status.phase.is_some_and(PlanPhase::is_terminal) {
+                break;
+            }
+            let mut working = Plan { status: persisted.status.clone(), ..Plan::new() };
+            let new_status = match working.decide() {
+                Next::Persist(u) => u.status,
+                Next::Act(started) => record_action(&working.inputs(), started, recovered()).status,
+                other => panic!("unexpected {other:?}"),
+            };
+            boundary += 1;
+            if boundary == crash_at + 1 {
+                continue; // died before the write landed
+            }
+            working.status = new_status;
+            persisted.status = working.status;
+        }
+        assert_eq!(persisted.status.phase, Some(PlanPhase::NotNeeded), "crash at {crash_at}");
+    }
+}
+
+/// A call that failed in a way that may still take effect (a timeout, a lost connection)
+/// is not followed by the next attempt's check-first read until it can no longer land.
+#[test]
+fn the_next_attempt_waits_until_the_failed_call_can_no_longer_land() {
+    let mut p = Plan::new();
+    p.settings.call_settle = Duration::from_secs(20);
+    let mut p = p.at_first_action();
+    p.now = at(2); // the call timed out 2 s after the attempt started
+    let u = p.act(ActionOutcome::Failed { message: "Timeout".into(), retryable: true });
+    assert_eq!(u.requeue, Some(Duration::from_secs(18)), "attempt start + call_settle, not the 10 s backoff");
+    assert_eq!(p.step(1).next_attempt_at, Some(Time(at(20))));
+}
+
+/// A step found in progress that another process started (a crash, a new leader) waits
+/// until a call it may have sent can no longer land, says so once, and then acts.
+#[test]
+fn a_resumed_attempt_waits_for_its_call_to_settle_then_acts() {
+    let mut p = Plan::new();
+    p.settings.call_settle = Duration::from_secs(20);
+    let mut p = p.at_first_action();
+    p.resumed = true;
+    p.now = at(3);
+    let t = p.persist();
+    assert!(t.is_empty(), "no Event, only the step's message");
+    assert!(p.step(1).message.as_deref().is_some_and(|m| m.contains("started by an earlier process")));
+    assert_eq!(p.decide(), Next::Wait(Some(Duration::from_secs(17))), "said once, then waits");
+    p.now = at(20);
+    assert!(matches!(p.decide(), Next::Act(_)));
+    p.resumed = false;
+    p.now = at(3);
+    assert!(matches!(p.decide(), Next::Act(_)), "this process's own attempt acts at once");
 }

@@ -261,6 +261,38 @@ def reset_and_delay_rules(env):
 
 
 @check
+def held_answers_leave_when_released(env):
+    """moto answers a held request as of its arrival; the answer leaves on release."""
+    import threading
+
+    ecs = ecs_service(env)
+    env.ctl("POST", "/ecs/services", {"cluster": "c1", "service": "web", "runningCount": 0})
+    rule = env.ctl("POST", "/rules", {"service": "ecs", "operation": "DescribeServices",
+                                      "match": {"services": "web"}, "hold": True})
+    got = {}
+
+    def ask():
+        out = ecs.describe_services(cluster="c1", services=["web"])
+        got["running"] = out["services"][0]["runningCount"]
+        got["at"] = time.time()
+
+    t = threading.Thread(target=ask)
+    t0 = time.time()
+    t.start()
+    time.sleep(0.5)
+    # The state changes while the answer is held; the held answer is as of the request.
+    env.ctl("POST", "/ecs/services", {"cluster": "c1", "service": "web", "runningCount": 2})
+    assert "running" not in got, got
+    env.ctl("DELETE", f"/rules/{rule['id']}")
+    t.join(5)
+    eq(got.get("running"), 0, "held answer as of the request")
+    assert got["at"] - t0 >= 0.5, got
+    entry = env.ctl("GET", "/log?operation=DescribeServices")[-1]
+    eq(entry.get("held"), True, "logged as held")
+    env.ctl("DELETE", "/ecs/services?cluster=c1&service=web")
+
+
+@check
 def rule_match_skip_and_delete(env):
     ecs = ecs_service(env)
     ecs_service(env, name="api")

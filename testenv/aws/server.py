@@ -38,7 +38,11 @@ POST   /_faults/rules  {"service": "ecs"|"rds"|"route53"|"sts"|"*",
                         "skip": 0 (let this many matching requests through first),
                         "delayMs": 0 (latency added before answering/erroring/resetting),
                         "reset": false (close the connection without answering: the client
-                                        reads EOF, no status line)}
+                                        reads EOF, no status line),
+                        "hold": false (moto answers at once, as of the request, but the
+                                       answer is sent only when the rule is removed, or
+                                       after "holdMs" (default 30000): a held answer that
+                                       arrives late, as behind a slow network or retries)}
                        -> {"id": "r1", ...rule, "hits": 0, "remaining": 3}
                      error without status -> 503 for ServiceUnavailable*, 500 for
                      InternalFailure/InternalError/ServerException/..., else 400 (throttling
@@ -440,6 +444,10 @@ class FaultLayer:
             self.rds_reboots: dict[tuple, float] = {}
             self.r53_health: dict[str, dict] = {}
             self.r53_changes: dict[str, dict] = {}
+            # Held answers wait on their rule's event; removing the rule releases them.
+            for event in getattr(self, "holds", {}).values():
+                event.set()
+            self.holds: dict[str, threading.Event] = {}
 
     # -- moto backends ----------------------------------------------------
     def ecs_backend(self, region: str, account: str | None = None):
@@ -592,6 +600,8 @@ class FaultLayer:
                 del self.log[: len(self.log) - self.log_limit]
         rule = self.match_rule(service, operation, params, region)
         try:
+            if rule and rule.get("hold"):
+                return self._held(rule, entry, environ, start_response)
             if rule:
                 entry["rule"] = rule["id"]
                 if rule.get("delayMs"):
@@ -628,6 +638,34 @@ class FaultLayer:
             return out
         finally:
             entry["durationMs"] = round((time.time() - started) * 1000, 1)
+
+    def _held(self, rule, entry, environ, start_response):
+        """moto answers now; the answer leaves when the rule is removed (or holdMs passes)."""
+        entry["rule"] = rule["id"]
+        entry["held"] = True
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"] = status
+            captured["headers"] = headers
+            return lambda data: None
+
+        ctx = {"service": entry["service"], "operation": entry["operation"], "region": entry["region"],
+               "params": entry["params"], "result": {}}
+        with self.moto_lock:
+            self.before_moto(ctx)
+            THREAD.ctx = ctx
+            try:
+                body = b"".join(self._call_moto(environ, capture))
+            finally:
+                THREAD.ctx = None
+        with self.state_lock:
+            event = self.holds.get(rule["id"])
+        if event is not None:
+            event.wait((rule.get("holdMs") or 30000) / 1000.0)
+        entry["status"] = int(captured.get("status", "500").split()[0])
+        start_response(captured.get("status", "500 Internal Server Error"), captured.get("headers", []))
+        return [body]
 
     @staticmethod
     def _abort_connection(environ):
@@ -916,16 +954,19 @@ class FaultLayer:
                     return 200, copy.deepcopy(self.rules)
                 if method == "DELETE":
                     self.rules = []
+                    for event in self.holds.values():
+                        event.set()
+                    self.holds = {}
                     return 200, {"ok": True}
                 if method == "POST":
                     known = {"service", "operation", "region", "match", "error", "status", "message",
-                             "count", "skip", "delayMs", "reset"}
+                             "count", "skip", "delayMs", "reset", "hold", "holdMs"}
                     unknown = set(doc) - known
                     if unknown:
                         raise ControlError(400, f"unknown rule fields {sorted(unknown)}")
                     if not (doc.get("error") or doc.get("status") or doc.get("delayMs")
-                            or doc.get("reset")):
-                        raise ControlError(400, "a rule needs error, status, delayMs or reset")
+                            or doc.get("reset") or doc.get("hold")):
+                        raise ControlError(400, "a rule needs error, status, delayMs, reset or hold")
                     self.rule_seq += 1
                     count = doc.get("count")
                     rule = {
@@ -935,10 +976,13 @@ class FaultLayer:
                         "error": doc.get("error"), "status": doc.get("status"),
                         "message": doc.get("message"), "count": count,
                         "skip": int(doc.get("skip") or 0), "delayMs": doc.get("delayMs") or 0,
-                        "reset": bool(doc.get("reset")), "hits": 0, "seen": 0,
+                        "reset": bool(doc.get("reset")), "hold": bool(doc.get("hold")),
+                        "holdMs": doc.get("holdMs"), "hits": 0, "seen": 0,
                         "remaining": None if count is None else int(count),
                     }
                     self.rules.append(rule)
+                    if rule["hold"]:
+                        self.holds[rule["id"]] = threading.Event()
                     return 200, copy.deepcopy(rule)
             elif len(rest) == 1:
                 for rule in self.rules:
@@ -947,6 +991,9 @@ class FaultLayer:
                             return 200, copy.deepcopy(rule)
                         if method == "DELETE":
                             self.rules.remove(rule)
+                            held = self.holds.pop(rule["id"], None)
+                            if held is not None:
+                                held.set()
                             return 200, {"ok": True}
                 raise ControlError(404, f"no rule {rest[0]}")
         raise ControlError(405, f"{method} not supported here")

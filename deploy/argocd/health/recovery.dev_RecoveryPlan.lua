@@ -1,6 +1,7 @@
 -- Argo CD health check for recovery.dev/v1alpha1 RecoveryPlan.
 -- Plain Lua 5.1 without the string and math libraries (Argo CD's default sandbox).
 --   status.phase Completed -> Healthy
+--   NotNeeded -> Healthy (the target recovered before the plan acted; status.message)
 --   Failed -> Degraded (status.message)
 --   AwaitingApproval -> Suspended (a Manual plan waits for a person to approve it)
 --   Created / Executing, or no status yet -> Progressing
@@ -20,6 +21,9 @@ end
 if phase == "Completed" then
   hs.status = "Healthy"
   hs.message = message or "Completed"
+elseif phase == "NotNeeded" then
+  hs.status = "Healthy"
+  hs.message = message or "Not needed: the target recovered"
 elseif phase == "Failed" then
   hs.status = "Degraded"
   hs.message = message or "Failed"

@@ -1,0 +1,205 @@
+//! ECS services: healthy while `runningCount >= desiredCount`; a restart is
+//! `UpdateService(forceNewDeployment)`, and its effect is a new deployment.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::incident::IncidentMetrics;
+use crate::core::detection::Probe;
+use crate::core::steps::ActionOutcome;
+
+use super::{evidence, not_needed};
+
+/// One deployment of a service, as DescribeServices lists it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Deployment {
+    /// The deployment id (`ecs-svc/…`).
+    pub id: String,
+    /// `PRIMARY`, `ACTIVE` or `INACTIVE`.
+    pub status: String,
+    /// When ECS created it.
+    pub created_at: Option<Timestamp>,
+    /// `IN_PROGRESS`, `COMPLETED`, `FAILED`, if ECS says.
+    pub rollout_state: Option<String>,
+}
+
+/// What DescribeServices said about one service.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Service {
+    /// Tasks running.
+    pub running: i32,
+    /// Tasks desired.
+    pub desired: i32,
+    /// Tasks pending.
+    pub pending: i32,
+    /// Its deployments.
+    pub deployments: Vec<Deployment>,
+    /// Service event messages, newest first.
+    pub events: Vec<String>,
+}
+
+impl Service {
+    fn primary(&self) -> Option<&Deployment> {
+        self.deployments.iter().find(|d| d.status == "PRIMARY")
+    }
+}
+
+/// The health rule of an ECS service, for detection and for the read before a restart.
+pub fn is_healthy(s: &Service) -> bool {
+    s.running >= s.desired
+}
+
+/// The figures an incident shows.
+pub fn metrics(s: &Service) -> IncidentMetrics {
+    IncidentMetrics {
+        running_count: Some(s.running),
+        desired_count: Some(s.desired),
+        pending_count: Some(s.pending),
+        primary_deployment: s.primary().map(|d| d.id.clone()),
+        recent_events: s.events.iter().take(5).cloned().collect(),
+        ..IncidentMetrics::default()
+    }
+}
+
+/// What a probe of the service found.
+pub fn probe(s: &Service) -> Probe {
+    if is_healthy(s) { Probe::Healthy(metrics(s)) } else { Probe::Unhealthy(metrics(s)) }
+}
+
+/// What a restart step knows beyond the service: the deployment seen at detection, when the
+/// step started (less the clock-skew allowance), and the deployments earlier restarts by
+/// this controller made for the same service.
+#[derive(Clone, Copy, Debug)]
+pub struct Restart<'a> {
+    /// The PRIMARY deployment when the incident was detected.
+    pub deployment_before: Option<&'a str>,
+    /// Effects newer than this are the step's.
+    pub since: Timestamp,
+    /// Deployments started by this controller's earlier plans for this service.
+    pub own_deployments: &'a [String],
+}
+
+/// The read before a restart, decided: `Ok(())` is "call UpdateService now"; anything else
+/// is what the step records instead of calling.
+///
+/// In order: the restart already happened (a deployment other than the one seen at
+/// detection, created since the step started: a crash came after the call); the service is
+/// healthy now (it recovered while the plan waited: a restart would roll production for
+/// nothing); a rollout of an earlier restart by this controller is still running (wait,
+/// never stack restarts).
+pub fn before_restart(s: &Service, r: &Restart, read_at: Timestamp) -> Result<(), ActionOutcome> {
+    let effect = s
+        .deployments
+        .iter()
+        .find(|d| Some(d.id.as_str()) != r.deployment_before && d.created_at.is_some_and(|t| t >= r.since));
+    if let Some(d) = effect {
+        let created = d.created_at.map(|t| t.to_string()).unwrap_or_default();
+        return Err(ActionOutcome::AlreadyDone {
+            message: format!("deployment {} was created after the step started: the restart already happened", d.id),
+            evidence: evidence([("deploymentId", d.id.clone()), ("deploymentCreatedAt", created)]),
+        });
+    }
+    if is_healthy(s) {
+        let what = format!("{} of {} desired tasks running", s.running, s.desired);
+        let ev = evidence([
+            ("runningCount", s.running.to_string()),
+            ("desiredCount", s.desired.to_string()),
+            ("pendingCount", s.pending.to_string()),
+            ("primaryDeployment", s.primary().map(|d| d.id.clone()).unwrap_or_default()),
+        ]);
+        return Err(not_needed(what, ev, read_at));
+    }
+    let own_rollout = s.deployments.iter().find(|d| {
+        d.status == "PRIMARY" && d.rollout_state.as_deref() == Some("IN_PROGRESS") && r.own_deployments.contains(&d.id)
+    });
+    if let Some(d) = own_rollout {
+        return Err(ActionOutcome::Deferred {
+            message: format!("deployment {} from an earlier restart by this controller is still rolling out", d.id),
+            retry_after: Duration::from_secs(15),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::testing::at;
+
+    fn dep(id: &str, status: &str, created: i64, rollout: &str) -> Deployment {
+        Deployment {
+            id: id.into(),
+            status: status.into(),
+            created_at: Some(at(created)),
+            rollout_state: Some(rollout.into()),
+        }
+    }
+
+    fn svc(running: i32, desired: i32, deployments: Vec<Deployment>) -> Service {
+        Service { running, desired, pending: 0, deployments, events: vec![] }
+    }
+
+    #[test]
+    fn health_rule() {
+        let cases = [(0, 0, true), (1, 3, false), (3, 3, true), (4, 3, true), (0, 1, false)];
+        for (running, desired, healthy) in cases {
+            let s = svc(running, desired, vec![]);
+            assert_eq!(is_healthy(&s), healthy, "{running}/{desired}");
+            assert_eq!(matches!(probe(&s), Probe::Healthy(_)), healthy, "{running}/{desired}: probe agrees");
+        }
+        let m = metrics(&svc(1, 3, vec![dep("d1", "ACTIVE", 0, "COMPLETED"), dep("d2", "PRIMARY", 5, "IN_PROGRESS")]));
+        assert_eq!(m.primary_deployment.as_deref(), Some("d2"));
+    }
+
+    #[test]
+    fn before_restart_table() {
+        let own = vec!["mine".to_string()];
+        let r = Restart { deployment_before: Some("d0"), since: at(100), own_deployments: &own };
+        let kind = |o: Result<(), ActionOutcome>| match o {
+            Ok(()) => "act",
+            Err(ActionOutcome::AlreadyDone { .. }) => "already",
+            Err(ActionOutcome::NotNeeded { .. }) => "not-needed",
+            Err(ActionOutcome::Deferred { .. }) => "wait",
+            Err(ActionOutcome::Failed { .. }) => "failed",
+            Err(ActionOutcome::Done { .. }) => "done",
+        };
+        let cases: Vec<(&str, Service, &str)> = vec![
+            ("unhealthy, nothing new: act", svc(1, 3, vec![dep("d0", "PRIMARY", 0, "COMPLETED")]), "act"),
+            ("healthy at the moment of acting", svc(3, 3, vec![dep("d0", "PRIMARY", 0, "COMPLETED")]), "not-needed"),
+            (
+                "a deployment since the step started is the effect, healthy or not",
+                svc(3, 3, vec![dep("d0", "ACTIVE", 0, "COMPLETED"), dep("d9", "PRIMARY", 101, "IN_PROGRESS")]),
+                "already",
+            ),
+            (
+                "the deployment seen at detection is not the effect",
+                svc(1, 3, vec![dep("d0", "PRIMARY", 200, "IN_PROGRESS")]),
+                "act",
+            ),
+            ("an older deployment is not the effect", svc(1, 3, vec![dep("d5", "PRIMARY", 50, "IN_PROGRESS")]), "act"),
+            (
+                "an earlier restart of ours still rolling out: wait",
+                svc(1, 3, vec![dep("mine", "PRIMARY", 50, "IN_PROGRESS")]),
+                "wait",
+            ),
+            (
+                "someone else's rollout does not hold a restart",
+                svc(1, 3, vec![dep("theirs", "PRIMARY", 50, "IN_PROGRESS")]),
+                "act",
+            ),
+        ];
+        for (name, s, want) in cases {
+            assert_eq!(kind(before_restart(&s, &r, at(120))), want, "{name}");
+        }
+        let Err(ActionOutcome::NotNeeded { evidence, message }) =
+            before_restart(&svc(3, 3, vec![dep("d0", "PRIMARY", 0, "COMPLETED")]), &r, at(120))
+        else {
+            panic!("not needed")
+        };
+        assert_eq!(evidence["runningCount"], "3");
+        assert_eq!(evidence["desiredCount"], "3");
+        assert_eq!(evidence["readAt"], at(120).to_string());
+        assert!(message.starts_with("not needed: the target recovered"), "{message}");
+    }
+}
