@@ -2,7 +2,7 @@
 //!
 //! Written by people or GitOps; the controller only ever writes its `/status`.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -450,16 +450,18 @@ pub struct TargetState {
     #[serde(default)]
     pub consecutive_successes: u32,
     /// The first answer of the current unhealthy streak: the threshold is reached only once
-    /// the streak spans (failureThreshold − 1) probe intervals (less a tenth).
+    /// the streak spans (failureThreshold − 1) probe intervals (less a tenth). The flap
+    /// guard's times keep microseconds: answers a fraction of a second apart must not look
+    /// a second apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unhealthy_since: Option<Time>,
+    pub unhealthy_since: Option<MicroTime>,
     /// The first answer of a healthy streak still short of `successThreshold`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub healthy_since: Option<Time>,
+    pub healthy_since: Option<MicroTime>,
     /// The last answer that counted, while the streak is short of its threshold: an answer
     /// less than half a probeInterval after it is not counted again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_counted_at: Option<Time>,
+    pub last_counted_at: Option<MicroTime>,
     /// Incidents opened for this target so far. The next incident's name carries this number,
     /// so a crash between creating an incident and recording it here re-creates the same name
     /// (and finds it) instead of opening a second one.

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::common::parse_duration;
@@ -76,13 +76,13 @@ impl Guard {
     }
 
     /// Whether an answer at `at` is far enough from the last one that counted to count too.
-    fn spaced(&self, last_counted: Option<&Time>, at: Timestamp) -> bool {
+    fn spaced(&self, last_counted: Option<&MicroTime>, at: Timestamp) -> bool {
         last_counted.is_none_or(|t| since(at, t.0) >= self.interval / 2)
     }
 
     /// Whether a streak of `count` counted answers that began at `since` has, at `at`,
     /// reached `threshold`: enough answers, over (threshold − 1) intervals less a tenth.
-    fn reached(&self, threshold: u32, count: u32, streak_start: Option<&Time>, at: Timestamp) -> bool {
+    fn reached(&self, threshold: u32, count: u32, streak_start: Option<&MicroTime>, at: Timestamp) -> bool {
         let span = self.interval.saturating_mul(threshold.saturating_sub(1)).saturating_sub(self.interval / 10);
         count >= threshold && streak_start.is_none_or(|t| since(at, t.0) >= span)
     }
@@ -117,11 +117,11 @@ fn advance(guard: &Guard, prev: &TargetState, next: &mut TargetState, way: Way, 
         Way::Passing => s.healthy_since.clone(),
     };
     let (count, start, counted) = if count == 0 || other > 0 {
-        (1, Some(Time(at)), Some(Time(at)))
+        (1, Some(MicroTime(at)), Some(MicroTime(at)))
     } else if prev.last_counted_at.is_none() && count >= threshold {
         (count, streak_start(prev), None) // reached earlier and frozen
     } else if guard.spaced(prev.last_counted_at.as_ref(), at) {
-        (count.saturating_add(1).min(threshold), streak_start(prev), Some(Time(at)))
+        (count.saturating_add(1).min(threshold), streak_start(prev), Some(MicroTime(at)))
     } else {
         (count, streak_start(prev), prev.last_counted_at.clone()) // bunched: not counted
     };

@@ -186,7 +186,7 @@ ECS_PARAM_KEYS = (
 )
 QUERY_PARAM_KEYS = (
     "DBInstanceIdentifier", "ForceFailover", "DBClusterIdentifier", "MaxRecords", "Marker",
-    "RoleArn", "RoleSessionName", "ApplyImmediately", "MultiAZ",
+    "RoleArn", "RoleSessionName", "ApplyImmediately", "MultiAZ", "SourceIdentifier", "SourceType",
 )
 CHANGE_KEYS = ("Action", "Name", "Type", "SetIdentifier", "Weight", "Failover", "Region",
                "HealthCheckId", "TTL")
