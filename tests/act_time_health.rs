@@ -13,64 +13,10 @@ use serde_json::{Value, json};
 
 use support::broken::{Broken, Kind};
 use support::controller::ControllerProcess;
-use support::{Faults, aws, events, eventually, kubectl, namespace, plans, policy, unique};
+use support::ecs::Services;
+use support::{events, eventually, kubectl, plans, policy};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// ECS services of 2 desired tasks, each running `running`, under policy `shop`.
-struct Services {
-    client: kube::Client,
-    ns: String,
-    cluster: String,
-    faults: Faults,
-}
-
-impl Services {
-    async fn down(prefix: &str, services: &[&str], running: i32, detection: Value, remediation: Value) -> Self {
-        let client = support::client().await;
-        let ns = namespace(&client, prefix).await;
-        let cfg = aws::config().await;
-        let faults = Faults::from_env();
-        let cluster = unique(prefix);
-        let names: Vec<String> = services.iter().map(|s| s.to_string()).collect();
-        aws::ecs_services(&cfg, &cluster, &names, 2).await;
-        for s in services {
-            faults.ecs_service(json!({"cluster": cluster, "service": s, "runningCount": running})).await;
-        }
-        let mut r = json!({"mode": "Automatic", "stepTimeout": "120s", "cooldown": "0s", "maxConcurrentPlans": 5});
-        r.as_object_mut().unwrap().extend(remediation.as_object().cloned().unwrap_or_default());
-        let spec = json!({
-            "aws": {"region": "us-east-1"},
-            "probeInterval": "2s",
-            "targets": {"ecsServices": [{"cluster": cluster, "services": services}]},
-            "detection": detection,
-            "remediation": r,
-        });
-        policy::create(&client, &ns, "shop", spec).await;
-        Self { client, ns, cluster, faults }
-    }
-
-    async fn restarts_of(&self, service: &str) -> usize {
-        self.faults
-            .calls_for("ecs", "UpdateService", "cluster", &self.cluster)
-            .await
-            .iter()
-            .filter(|c| c["params"]["service"].as_str().is_some_and(|s| s.rsplit('/').next() == Some(service)))
-            .count()
-    }
-
-    /// Running = desired, pinned: the service recovered by itself.
-    async fn recover(&self, service: &str) {
-        self.faults.ecs_service(json!({"cluster": self.cluster, "service": service, "runningCount": 2})).await;
-    }
-
-    async fn plan_of(&self, service: &str) -> Option<RecoveryPlan> {
-        plans::all(&self.client, &self.ns)
-            .await
-            .into_iter()
-            .find(|p| p.spec.steps[0].target.ends_with(&format!("/{service}")))
-    }
-}
 
 /// The plan ended NotNeeded at its read before acting: step 1 Skipped with what was read.
 fn assert_not_needed_at_the_read(plan: &RecoveryPlan, evidence_key: &str) {

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use support::broken::{Broken, Kind};
 use support::controller::ControllerProcess;
+use support::ecs::Services;
 use support::{Faults, aws, eventually, kubectl, namespace, plans, policy, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -32,49 +33,24 @@ fn policy_spec(targets: Value, remediation_extra: Value) -> Value {
     })
 }
 
-/// An ECS service running 1 of 2 tasks under a policy in a fresh namespace.
-struct Ecs {
-    client: kube::Client,
-    ns: String,
-    cluster: String,
-    faults: Faults,
-}
+/// The recovery tests' ECS scene: the flap guard opens and resolves on one probe.
+struct Ecs;
 
 impl Ecs {
-    async fn degraded(prefix: &str, remediation_extra: Value) -> Self {
+    /// Service `web` running 1 of 2 tasks.
+    async fn degraded(prefix: &str, remediation_extra: Value) -> Services {
         Self::services_down(prefix, &["web"], 1, remediation_extra).await
     }
 
-    /// Services of 2 desired tasks each, all running `running`.
-    async fn services_down(prefix: &str, services: &[&str], running: i32, remediation_extra: Value) -> Self {
-        let client = support::client().await;
-        let ns = namespace(&client, prefix).await;
-        let cfg = aws::config().await;
-        let faults = Faults::from_env();
-        let cluster = unique(prefix);
-        let names: Vec<String> = services.iter().map(|s| s.to_string()).collect();
-        aws::ecs_services(&cfg, &cluster, &names, 2).await;
-        for s in services {
-            faults.ecs_service(json!({"cluster": cluster, "service": s, "runningCount": running})).await;
-        }
-        let targets = json!({"ecsServices": [{"cluster": cluster, "services": services}]});
-        policy::create(&client, &ns, "shop", policy_spec(targets, remediation_extra)).await;
-        Self { client, ns, cluster, faults }
+    async fn services_down(prefix: &str, services: &[&str], running: i32, remediation_extra: Value) -> Services {
+        let detection = json!({"failureThreshold": 1, "successThreshold": 1});
+        Services::down(prefix, services, running, detection, remediation(remediation_extra)).await
     }
+}
 
-    async fn restarts(&self) -> Vec<Value> {
-        self.faults.calls_for("ecs", "UpdateService", "cluster", &self.cluster).await
-    }
-
-    /// Lets the new deployment finish: running = desired.
-    async fn heal(&self) {
-        self.heal_service("web").await;
-    }
-
-    async fn heal_service(&self, service: &str) {
-        let body = json!({"cluster": self.cluster, "service": service, "runningCount": 2, "completeRollout": true});
-        self.faults.ecs_service(body).await;
-    }
+/// Lets `web`'s new deployment finish.
+async fn heal(e: &Services) {
+    e.heal_service("web").await;
 }
 
 #[tokio::test]
@@ -107,7 +83,7 @@ async fn ecs_restart_then_verify_only_after_healing() {
     assert_eq!(inc.status.as_ref().unwrap().phase, Some(IncidentPhase::Mitigating));
     assert_eq!(inc.status.as_ref().unwrap().plan.as_deref(), plan.metadata.name.as_deref());
 
-    e.heal().await;
+    heal(&e).await;
     let done = plans::wait_phase(&e.client, &e.ns, PlanPhase::Completed, WAIT).await;
     assert_eq!(done.status.unwrap().progress.as_deref(), Some("2/2"));
     eventually("incident resolved", WAIT, || async {
@@ -269,7 +245,7 @@ async fn manual_waits_for_the_approval_command() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     eventually("the restart after approval", WAIT, || async { Some(e.restarts().await).filter(|r| r.len() == 1) })
         .await;
-    e.heal().await;
+    heal(&e).await;
     let done = plans::wait_phase(&e.client, &e.ns, PlanPhase::Completed, WAIT).await;
     assert_eq!(done.status.unwrap().approved_by.as_deref(), Some("alice"));
 }
@@ -359,7 +335,7 @@ async fn cooldown_holds_a_relapse() {
     let e = Ecs::degraded("rec-cool", json!({"cooldown": "10m"})).await;
     let _ctl = ControllerProcess::start(&e.ns);
     eventually("first restart", WAIT, || async { Some(e.restarts().await).filter(|r| r.len() == 1) }).await;
-    e.heal().await;
+    heal(&e).await;
     eventually("first incident resolved", WAIT, || async {
         let inc = policy::incidents(&e.client, &e.ns).await.pop()?;
         (inc.status?.phase == Some(IncidentPhase::Resolved)).then_some(())
@@ -410,7 +386,7 @@ async fn a_plan_costs_the_fewest_writes() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(11)).await; // two verify polls that find the same
-    e.heal().await;
+    heal(&e).await;
     plans::wait_phase(&e.client, &e.ns, PlanPhase::Completed, WAIT).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     watch.abort();

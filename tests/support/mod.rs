@@ -7,6 +7,7 @@
 pub mod aws;
 pub mod broken;
 pub mod controller;
+pub mod ecs;
 pub mod faults;
 pub mod plans;
 pub mod policy;
