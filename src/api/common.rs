@@ -130,6 +130,15 @@ pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Con
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// Appends CEL rules to a schema's `x-kubernetes-validations`.
+pub(crate) fn push_rules(schema: &mut schemars::Schema, rules: impl IntoIterator<Item = (String, String)>) {
+    let list =
+        schema.ensure_object().entry("x-kubernetes-validations").or_insert_with(|| serde_json::Value::Array(vec![]));
+    if let Some(list) = list.as_array_mut() {
+        list.extend(rules.into_iter().map(|(rule, message)| serde_json::json!({"rule": rule, "message": message})));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,12 +29,7 @@ use super::common::Severity;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "self.id == oldSelf.id && self.target == oldSelf.target && self.policy == oldSelf.policy",
-     "message": "id, target and policy of an incident never change"},
-    {"rule": "self.type == (self.resource.kind == 'EcsService' ? 'service' : (self.resource.kind == 'RdsInstance' ? 'database' : 'network'))",
-     "message": "type must match resource.kind: EcsService is service, RdsInstance is database, Route53HealthCheck is network"}
-]))]
+#[schemars(transform = incident_spec_rules)]
 pub struct IncidentSpec {
     /// A UUID that names this incident in alerts and logs.
     #[schemars(
@@ -98,7 +93,13 @@ pub enum ResourceKind {
     Route53HealthCheck,
 }
 
+/// What the API says about each kind; the CRD's rules that list kinds are made from it, so
+/// a new kind is accepted by the API server as soon as it is added here (and `core::kinds`
+/// registers its behaviour).
 impl ResourceKind {
+    /// Every kind, in the order a policy lists its targets.
+    pub const ALL: [Self; 3] = [Self::EcsService, Self::RdsInstance, Self::Route53HealthCheck];
+
     /// The name used in the API (and as a metric label).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -107,19 +108,73 @@ impl ResourceKind {
             Self::Route53HealthCheck => "Route53HealthCheck",
         }
     }
+
+    /// The type of the incidents of this kind.
+    pub fn incident_type(self) -> IncidentType {
+        match self {
+            Self::EcsService => IncidentType::Service,
+            Self::RdsInstance => IncidentType::Database,
+            Self::Route53HealthCheck => IncidentType::Network,
+        }
+    }
+
+    /// The fields of an [`AwsResource`] of this kind that must be set (JSON names).
+    pub fn required_fields(self) -> &'static [&'static str] {
+        match self {
+            Self::EcsService => &["cluster", "service"],
+            Self::RdsInstance => &["identifier"],
+            Self::Route53HealthCheck => &["healthCheckId"],
+        }
+    }
+
+    /// The list of a policy's `targets` that names resources of this kind, and what one
+    /// entry of it is called.
+    pub fn policy_targets(self) -> (&'static str, &'static str) {
+        match self {
+            Self::EcsService => ("ecsServices", "ECS service group"),
+            Self::RdsInstance => ("rdsInstances", "RDS instance"),
+            Self::Route53HealthCheck => ("route53HealthChecks", "Route 53 health check"),
+        }
+    }
+}
+
+/// The incident spec's rules: immutable identity, and a type that matches the kind.
+fn incident_spec_rules(schema: &mut schemars::Schema) {
+    let immutable = (
+        "self.id == oldSelf.id && self.target == oldSelf.target && self.policy == oldSelf.policy".to_owned(),
+        "id, target and policy of an incident never change".to_owned(),
+    );
+    // `kind == 'A' ? 'a' : (kind == 'B' ? 'b' : 'c')`, the last kind's type as the default.
+    let (last, rest) = ResourceKind::ALL.split_last().expect("kinds");
+    let mut choice = format!("'{}'", last.incident_type().as_str());
+    for k in rest.iter().rev() {
+        let inner = if choice.starts_with('\'') { choice } else { format!("({choice})") };
+        choice = format!("self.resource.kind == '{}' ? '{}' : {inner}", k.as_str(), k.incident_type().as_str());
+    }
+    let pairs: Vec<String> =
+        ResourceKind::ALL.iter().map(|k| format!("{} is {}", k.as_str(), k.incident_type().as_str())).collect();
+    let typed = (format!("self.type == ({choice})"), format!("type must match resource.kind: {}", pairs.join(", ")));
+    super::common::push_rules(schema, [immutable, typed]);
+}
+
+/// A resource names what its kind needs.
+fn aws_resource_rules(schema: &mut schemars::Schema) {
+    let rules = ResourceKind::ALL.iter().map(|k| {
+        let fields = k.required_fields();
+        let has: Vec<String> = fields.iter().map(|f| format!("has(self.{f})")).collect();
+        let has = if has.len() == 1 { has[0].clone() } else { format!("({})", has.join(" && ")) };
+        (
+            format!("self.kind != '{}' || {has}", k.as_str()),
+            format!("a resource of kind {} needs {}", k.as_str(), fields.join(" and ")),
+        )
+    });
+    super::common::push_rules(schema, rules);
 }
 
 /// Identifies one AWS resource.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "self.kind != 'EcsService' || (has(self.cluster) && has(self.service))",
-     "message": "an EcsService resource needs cluster and service"},
-    {"rule": "self.kind != 'RdsInstance' || has(self.identifier)",
-     "message": "an RdsInstance resource needs identifier"},
-    {"rule": "self.kind != 'Route53HealthCheck' || has(self.healthCheckId)",
-     "message": "a Route53HealthCheck resource needs healthCheckId"}
-]))]
+#[schemars(transform = aws_resource_rules)]
 pub struct AwsResource {
     /// What kind of resource this is.
     pub kind: ResourceKind,

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{DURATION_PATTERN, SecretKeyRef, SecretRef, Severity};
+use super::incident::ResourceKind;
 
 /// What the controller watches in one AWS account and region, and how far it may go to repair it.
 #[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
@@ -75,13 +76,20 @@ pub struct AwsSpec {
     pub role_arn: Option<String>,
 }
 
+/// At least one target, of any kind (the rule lists every kind's list).
+fn targets_rules(schema: &mut schemars::Schema) {
+    let lists = ResourceKind::ALL.map(ResourceKind::policy_targets);
+    let sizes: Vec<String> = lists.iter().map(|(l, _)| format!("(has(self.{l}) ? size(self.{l}) : 0)")).collect();
+    let (last, rest) = lists.split_last().expect("kinds");
+    let nouns: Vec<&str> = rest.iter().map(|(_, n)| *n).collect();
+    let message = format!("targets must name at least one {} or {}", nouns.join(", "), last.1);
+    super::common::push_rules(schema, [(format!("{} > 0", sizes.join(" + ")), message)]);
+}
+
 /// The AWS resources a policy watches.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "(has(self.ecsServices) ? size(self.ecsServices) : 0) + (has(self.rdsInstances) ? size(self.rdsInstances) : 0) + (has(self.route53HealthChecks) ? size(self.route53HealthChecks) : 0) > 0",
-    "message": "targets must name at least one ECS service group, RDS instance or Route 53 health check"
-}]))]
+#[schemars(transform = targets_rules)]
 pub struct Targets {
     /// ECS services, grouped by cluster. They are probed with one DescribeServices call per
     /// ten services of a cluster.

@@ -74,7 +74,7 @@ pub async fn probe_policy(clients: &Clients, spec: &RecoveryPolicySpec) -> Probe
                 let key = (clients.account.clone(), cluster.to_owned());
                 let answers =
                     limits.ecs_batches.load(&key, &group.services, |ids| probe_ecs(clients, cluster, ids)).await;
-                let keys: Vec<String> = group.services.iter().map(|s| format!("ecs/{cluster}/{s}")).collect();
+                let keys: Vec<String> = group.services.iter().map(|s| ecs::key(cluster, s)).collect();
                 ProbeReport::picked(&answers, &keys)
             }
             .boxed(),
@@ -85,7 +85,7 @@ pub async fn probe_policy(clients: &Clients, spec: &RecoveryPolicySpec) -> Probe
             async move {
                 let ids: Vec<String> = t.rds_instances.iter().map(|d| d.identifier.clone()).collect();
                 let answers = limits.rds_batches.load(&clients.account, &ids, |ids| probe_rds(clients, ids)).await;
-                let keys: Vec<String> = ids.iter().map(|id| format!("rds/{id}")).collect();
+                let keys: Vec<String> = ids.iter().map(|id| rds::key(id)).collect();
                 ProbeReport::picked(&answers, &keys)
             }
             .boxed(),
@@ -103,7 +103,7 @@ pub async fn probe_policy(clients: &Clients, spec: &RecoveryPolicySpec) -> Probe
 
 /// One DescribeServices call for up to ten services of a cluster.
 pub async fn probe_ecs(clients: &Clients, cluster: &str, services: Vec<String>) -> ProbeReport {
-    let key = |s: &str| format!("ecs/{cluster}/{s}");
+    let key = |s: &str| ecs::key(cluster, s);
     let mut report = ProbeReport::default();
     let result = {
         let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
@@ -154,7 +154,7 @@ pub async fn probe_ecs(clients: &Clients, cluster: &str, services: Vec<String>) 
 
 /// DescribeDBInstances filtered to the given identifiers, following pagination.
 pub async fn probe_rds(clients: &Clients, identifiers: Vec<String>) -> ProbeReport {
-    let key = |id: &str| format!("rds/{id}");
+    let key = |id: &str| rds::key(id);
     let mut report = ProbeReport::default();
     let filter = Filter::builder().name("db-instance-id").set_values(Some(identifiers.clone())).build();
     let mut marker: Option<String> = None;
@@ -194,7 +194,7 @@ pub async fn probe_rds(clients: &Clients, identifiers: Vec<String>) -> ProbeRepo
 
 /// GetHealthCheckStatus for one check, under the process-wide Route 53 rate limit.
 pub async fn probe_health_check(clients: &Clients, id: &str) -> ProbeReport {
-    let key = format!("route53/{id}");
+    let key = route53::key(id);
     let mut report = ProbeReport::default();
     let result = clients
         .route53_read("route53:GetHealthCheckStatus", || {

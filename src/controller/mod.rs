@@ -2,8 +2,8 @@
 //! status and emit Events.
 
 pub mod alerts;
+pub mod detection_writes;
 pub mod incident;
-pub mod incidents;
 pub mod plan;
 pub mod policy;
 pub mod probes;

@@ -27,7 +27,7 @@ use crate::core::rails::{Held, RailInputs, may_act};
 use crate::core::time::since;
 use crate::metrics::IncidentLabels;
 
-use super::{Context, Error, MANAGER, incidents, now, probes};
+use super::{Context, Error, MANAGER, detection_writes, now, probes};
 
 /// Longest a policy's `lastProbeTime` may lag while nothing else in its status changes.
 pub const HEARTBEAT: Duration = Duration::from_secs(300);
@@ -169,7 +169,7 @@ async fn apply_decisions(
                     Decision::Nothing => {}
                     Decision::Open { name, metrics } => {
                         let target = target.expect("open decisions name their target");
-                        let (inc, created) = incidents::open(api, policy, &target, &name, &metrics, now).await?;
+                        let (inc, created) = detection_writes::open(api, policy, &target, &name, &metrics, now).await?;
                         if created {
                             info!(incident = %name, target = %target.key, "incident opened");
                             let note = format!(
@@ -182,10 +182,10 @@ async fn apply_decisions(
                     }
                     Decision::StillUnhealthy { incident, metrics } => {
                         let cached = cache.and_then(|c| c.get(&ObjectRef::new(&incident).within(ns)));
-                        if cached.is_some_and(|i| incidents::up_to_date(&i, &metrics, now)) {
+                        if cached.is_some_and(|i| detection_writes::up_to_date(&i, &metrics, now)) {
                             return Ok(None);
                         }
-                        if !incidents::still_unhealthy(api, &incident, &metrics, now).await? {
+                        if !detection_writes::still_unhealthy(api, &incident, &metrics, now).await? {
                             warn!(%incident, "open incident is gone or resolved; a new one opens if the target stays unhealthy");
                             return Ok(Some(incident));
                         }
@@ -293,7 +293,7 @@ async fn resolve(
     (reason, message): (&str, &str),
     now: Timestamp,
 ) -> Result<(), Error> {
-    if incidents::resolve(api, incident, metrics, reason, message, now).await?.is_some() {
+    if detection_writes::resolve(api, incident, metrics, reason, message, now).await?.is_some() {
         info!(%incident, reason, "incident resolved");
         let note = format!("resolved incident {incident}: {message}");
         ctx.event(policy, EventType::Normal, "IncidentResolved", "Detect", note);

@@ -24,19 +24,9 @@ use crate::api::common::parse_duration;
 use crate::api::incident::IncidentMetrics;
 use crate::api::policy::{DetectionSpec, RecoveryPolicySpec, TargetCounts, TargetState};
 
+pub use super::outcomes::Probe;
 use super::targets::{Target, incident_name, targets};
 use super::time::since;
-
-/// What one probe of one target found.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Probe {
-    /// Healthy, with the figures seen.
-    Healthy(IncidentMetrics),
-    /// Unhealthy, with the figures seen.
-    Unhealthy(IncidentMetrics),
-    /// Could not tell; the reason is for conditions and logs.
-    Unknown(String),
-}
 
 /// What the controller should do for one target.
 #[derive(Clone, Debug, PartialEq)]

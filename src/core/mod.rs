@@ -6,6 +6,7 @@
 pub mod alerts;
 pub mod detection;
 pub mod kinds;
+pub mod outcomes;
 pub mod planning;
 pub mod rails;
 pub mod steps;

@@ -1,95 +1,30 @@
 //! Planning: an incident → the ordered steps of its recovery plan.
 
-use crate::api::incident::{IncidentMetrics, IncidentSpec, ResourceKind};
-use crate::api::plan::{PlanStep, StepAction, StepParameters};
+use crate::api::incident::{IncidentMetrics, IncidentSpec};
+use crate::api::plan::{PlanStep, StepParameters};
 use crate::api::policy::RecoveryPolicySpec;
 
-/// Why no plan can be made.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PlanError {
-    /// The incident's resource lacks a field its kind needs.
-    #[error("incident resource is missing {0}")]
-    MissingField(&'static str),
-    /// A network incident whose health check has no failover record in the policy.
-    #[error("health check {0} has no failover record in the policy, so there is nothing to point DNS at")]
-    NoFailover(String),
-}
+pub use super::kinds::PlanError;
+use super::kinds::{self, Template};
 
-/// The steps for an incident, per the templates:
-/// service → RestartService, VerifyService; database → FailoverDatabase, VerifyDatabase;
-/// network → UpdateDns, VerifyDns.
+/// The steps for an incident: its kind's template (e.g. service → RestartService,
+/// VerifyService), the action first, its verification second.
 pub fn plan_steps(
     incident: &IncidentSpec,
     metrics: Option<&IncidentMetrics>,
     policy: &RecoveryPolicySpec,
 ) -> Result<Vec<PlanStep>, PlanError> {
-    let r = &incident.resource;
-    let base = StepParameters { region: r.region.clone(), ..StepParameters::default() };
-    let (act, verify, params) = match r.kind {
-        ResourceKind::EcsService => (
-            StepAction::RestartService,
-            StepAction::VerifyService,
-            StepParameters {
-                cluster: Some(r.cluster.clone().ok_or(PlanError::MissingField("cluster"))?),
-                service: Some(r.service.clone().ok_or(PlanError::MissingField("service"))?),
-                deployment_before: metrics.and_then(|m| m.primary_deployment.clone()),
-                ..base
-            },
-        ),
-        ResourceKind::RdsInstance => {
-            let identifier = r.identifier.clone().ok_or(PlanError::MissingField("identifier"))?;
-            // ForceFailover is only valid for Multi-AZ; a single-AZ instance gets a plain
-            // reboot. Unknown Multi-AZ (no metrics yet) is treated as single-AZ: a plain
-            // reboot is safe on both, a forced failover is not.
-            let multi_az = metrics.and_then(|m| m.multi_az);
-            let reason = match multi_az {
-                Some(true) => "Multi-AZ instance: reboot with ForceFailover to the standby",
-                Some(false) => "single-AZ instance: plain reboot (ForceFailover needs Multi-AZ)",
-                None => "Multi-AZ unknown: plain reboot, which is safe either way",
-            };
-            (
-                StepAction::FailoverDatabase,
-                StepAction::VerifyDatabase,
-                StepParameters {
-                    identifier: Some(identifier),
-                    force_failover: Some(multi_az == Some(true)),
-                    reason: Some(reason.into()),
-                    ..base
-                },
-            )
-        }
-        ResourceKind::Route53HealthCheck => {
-            let id = r.health_check_id.clone().ok_or(PlanError::MissingField("healthCheckId"))?;
-            let failover = policy
-                .targets
-                .route53_health_checks
-                .iter()
-                .find(|hc| hc.health_check_id == id)
-                .and_then(|hc| hc.failover.clone())
-                .ok_or_else(|| PlanError::NoFailover(id.clone()))?;
-            (
-                StepAction::UpdateDns,
-                StepAction::VerifyDns,
-                StepParameters {
-                    hosted_zone_id: Some(failover.hosted_zone_id),
-                    record_name: Some(failover.record_name),
-                    record_type: Some(failover.record_type),
-                    // The alias keeps its own hosted zone id; the seed reused the record's.
-                    alias_target: Some(failover.alias_target),
-                    // Read again just before the change: a primary passing again needs none.
-                    health_check_id: Some(id),
-                    ..base
-                },
-            )
-        }
-    };
+    let base = StepParameters { region: incident.resource.region.clone(), ..StepParameters::default() };
+    let Template { act, verify, parameters } =
+        kinds::of(incident.resource.kind).plan(incident, metrics, policy, base)?;
     let step = |order, action, parameters| PlanStep { order, action, target: incident.target.clone(), parameters };
-    Ok(vec![step(1, act, params.clone()), step(2, verify, params)])
+    Ok(vec![step(1, act, parameters.clone()), step(2, verify, parameters)])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::plan::StepAction;
     use crate::core::targets::targets;
     use crate::core::testing::policy;
 

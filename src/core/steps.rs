@@ -27,6 +27,7 @@ use crate::api::plan::{
     PlanPhase, PlanStep, RecoveryPlanSpec, RecoveryPlanStatus, StepAction, StepParameters, StepPhase, StepStatus,
 };
 
+pub use super::outcomes::{ActionOutcome, VerifyOutcome};
 use super::rails::Held;
 use super::time::{add, since};
 
@@ -248,31 +249,6 @@ impl Transition {
             Self::Failed { message } | Self::NotNeeded { message } => message.clone(),
         }
     }
-}
-
-/// What the action produced.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ActionOutcome {
-    /// The effect was already there (found by the check-first read): not called again.
-    AlreadyDone { evidence: BTreeMap<String, String>, message: String },
-    /// AWS accepted the call.
-    Done { evidence: BTreeMap<String, String>, message: String },
-    /// A pre-check says not now (e.g. an earlier rollout still running). No call was made.
-    Deferred { message: String, retry_after: Duration },
-    /// The target was healthy when read just before the call: no call was made, and the
-    /// plan ends `NotNeeded`. The evidence is what was read, and when.
-    NotNeeded { evidence: BTreeMap<String, String>, message: String },
-    /// The call failed. `retryable` for throttling, 5xx and timeouts.
-    Failed { message: String, retryable: bool },
-}
-
-/// What the verification found.
-#[derive(Clone, Debug, PartialEq)]
-pub enum VerifyOutcome {
-    /// The condition holds.
-    Satisfied { evidence: BTreeMap<String, String>, message: String },
-    /// Not yet (or AWS could not be asked); poll again until the timeout.
-    NotYet { message: String },
 }
 
 /// The next step of the machine.
@@ -551,43 +527,11 @@ pub fn record_verify(i: &Inputs, started: Started, outcome: VerifyOutcome) -> Up
     }
 }
 
-/// A sentence naming the AWS call a step makes (for dry runs, Events and alerts).
+/// A sentence naming the AWS call a step makes, or what it waits for (for dry runs, Events
+/// and alerts): its kind's wording.
 pub fn describe(step: &PlanStep) -> String {
-    let p = &step.parameters;
-    let or = |v: &Option<String>| v.clone().unwrap_or_default();
-    match step.action {
-        StepAction::RestartService => {
-            format!(
-                "call ECS UpdateService(cluster={}, service={}, forceNewDeployment=true)",
-                or(&p.cluster),
-                or(&p.service)
-            )
-        }
-        StepAction::VerifyService => format!(
-            "wait until a deployment newer than the restart of {}/{} is PRIMARY with runningCount >= desiredCount",
-            or(&p.cluster),
-            or(&p.service)
-        ),
-        StepAction::FailoverDatabase => format!(
-            "call RDS RebootDBInstance(DBInstanceIdentifier={}, ForceFailover={})",
-            or(&p.identifier),
-            p.force_failover.unwrap_or(false)
-        ),
-        StepAction::VerifyDatabase => format!("wait until RDS instance {} is available", or(&p.identifier)),
-        StepAction::UpdateDns => {
-            let (name, zone) =
-                p.alias_target.as_ref().map(|a| (a.dns_name.clone(), a.hosted_zone_id.clone())).unwrap_or_default();
-            format!(
-                "call Route 53 ChangeResourceRecordSets(zone={}, UPSERT {} {} ALIAS {name} in zone {zone})",
-                or(&p.hosted_zone_id),
-                or(&p.record_name),
-                p.record_type.map(|t| t.as_str()).unwrap_or("A"),
-            )
-        }
-        StepAction::VerifyDns => {
-            format!("wait until the change is INSYNC and {} aliases the target", or(&p.record_name))
-        }
-    }
+    let kind = super::kinds::of(step.action.kind());
+    if step.action.is_mutating() { kind.describe_act(&step.parameters) } else { kind.describe_verify(&step.parameters) }
 }
 
 fn persist(status: RecoveryPlanStatus, transitions: Vec<Transition>, requeue: Option<Duration>) -> Next {

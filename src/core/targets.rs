@@ -1,75 +1,16 @@
-//! The targets a policy names, with stable keys and deterministic incident and plan names.
+//! The targets a policy names (each kind makes its own, see `kinds`), and deterministic
+//! incident and plan names.
 
-use crate::api::Severity;
-use crate::api::incident::{AwsResource, IncidentType, ResourceKind};
 use crate::api::policy::RecoveryPolicySpec;
 
-/// One AWS resource a policy watches.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    /// Stable key: `ecs/<cluster>/<service>`, `rds/<identifier>` or `route53/<id>`.
-    pub key: String,
-    /// The resource, as an incident names it.
-    pub resource: AwsResource,
-    /// Severity of an incident on it (the policy's override or the type's default).
-    pub severity: Severity,
-}
+use super::kinds;
+pub use super::kinds::Target;
 
-impl Target {
-    /// The incident type this target's failures are.
-    pub fn incident_type(&self) -> IncidentType {
-        match self.resource.kind {
-            ResourceKind::EcsService => IncidentType::Service,
-            ResourceKind::RdsInstance => IncidentType::Database,
-            ResourceKind::Route53HealthCheck => IncidentType::Network,
-        }
-    }
-}
-
-/// Every target of a policy, in spec order. Keys are unique because the CRD schema makes
-/// clusters, services, identifiers and health check ids unique within their lists.
+/// Every target of a policy, kind by kind in [`kinds::ALL`] order, each kind's in spec
+/// order. Keys are unique because the CRD schema makes clusters, services, identifiers and
+/// health check ids unique within their lists.
 pub fn targets(spec: &RecoveryPolicySpec) -> Vec<Target> {
-    let region = &spec.aws.region;
-    let base = |kind| AwsResource {
-        kind,
-        region: region.clone(),
-        cluster: None,
-        service: None,
-        identifier: None,
-        health_check_id: None,
-    };
-    let mut out = Vec::new();
-    for group in &spec.targets.ecs_services {
-        for service in &group.services {
-            out.push(Target {
-                key: format!("ecs/{}/{}", group.cluster, service),
-                resource: AwsResource {
-                    cluster: Some(group.cluster.clone()),
-                    service: Some(service.clone()),
-                    ..base(ResourceKind::EcsService)
-                },
-                severity: group.severity.unwrap_or(Severity::High),
-            });
-        }
-    }
-    for db in &spec.targets.rds_instances {
-        out.push(Target {
-            key: format!("rds/{}", db.identifier),
-            resource: AwsResource { identifier: Some(db.identifier.clone()), ..base(ResourceKind::RdsInstance) },
-            severity: db.severity.unwrap_or(Severity::Critical),
-        });
-    }
-    for hc in &spec.targets.route53_health_checks {
-        out.push(Target {
-            key: format!("route53/{}", hc.health_check_id),
-            resource: AwsResource {
-                health_check_id: Some(hc.health_check_id.clone()),
-                ..base(ResourceKind::Route53HealthCheck)
-            },
-            severity: hc.severity.unwrap_or(Severity::High),
-        });
-    }
-    out
+    kinds::ALL.iter().flat_map(|k| kinds::of(*k).targets(spec)).collect()
 }
 
 /// The name of the `n`th incident of a target: DNS-safe, at most 63 characters, and the
@@ -102,6 +43,8 @@ fn fnv1a(text: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Severity;
+    use crate::api::incident::IncidentType;
     use crate::core::testing::policy;
 
     #[test]

@@ -5,11 +5,92 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::incident::IncidentMetrics;
-use crate::core::detection::Probe;
-use crate::core::steps::ActionOutcome;
+use crate::api::Severity;
+use crate::api::incident::{AwsResource, IncidentMetrics, IncidentSpec, ResourceKind};
+use crate::api::plan::{StepAction, StepParameters};
+use crate::api::policy::RecoveryPolicySpec;
+use crate::core::outcomes::{ActionOutcome, Probe};
 
-use super::{evidence, not_needed};
+use super::{PlanError, Target, TargetKind, Template, evidence, field, not_needed, resource};
+
+/// The kind.
+pub struct Ecs;
+
+/// The key of a service: `ecs/<cluster>/<service>`.
+pub fn key(cluster: &str, service: &str) -> String {
+    format!("ecs/{cluster}/{service}")
+}
+
+impl TargetKind for Ecs {
+    fn resource_kind(&self) -> ResourceKind {
+        ResourceKind::EcsService
+    }
+
+    fn targets(&self, spec: &RecoveryPolicySpec) -> Vec<Target> {
+        let groups = &spec.targets.ecs_services;
+        let services = groups.iter().flat_map(|g| g.services.iter().map(move |s| (g, s)));
+        services
+            .map(|(group, service)| Target {
+                key: key(&group.cluster, service),
+                resource: AwsResource {
+                    cluster: Some(group.cluster.clone()),
+                    service: Some(service.clone()),
+                    ..resource(ResourceKind::EcsService, &spec.aws.region)
+                },
+                severity: group.severity.unwrap_or(Severity::High),
+            })
+            .collect()
+    }
+
+    fn plan(
+        &self,
+        incident: &IncidentSpec,
+        metrics: Option<&IncidentMetrics>,
+        _policy: &RecoveryPolicySpec,
+        base: StepParameters,
+    ) -> Result<Template, PlanError> {
+        let r = &incident.resource;
+        let parameters = StepParameters {
+            cluster: Some(field(&r.cluster, "cluster")?),
+            service: Some(field(&r.service, "service")?),
+            // The restart's effect is a deployment other than this one.
+            deployment_before: metrics.and_then(|m| m.primary_deployment.clone()),
+            ..base
+        };
+        Ok(Template { act: StepAction::RestartService, verify: StepAction::VerifyService, parameters })
+    }
+
+    fn describe_incident(&self, r: &AwsResource, m: &IncidentMetrics) -> String {
+        format!(
+            "ECS service {} in cluster {} runs {} of {} desired tasks ({} pending)",
+            r.service.as_deref().unwrap_or_default(),
+            r.cluster.as_deref().unwrap_or_default(),
+            m.running_count.unwrap_or_default(),
+            m.desired_count.unwrap_or_default(),
+            m.pending_count.unwrap_or_default()
+        )
+    }
+
+    fn affected(&self, r: &AwsResource, _policy: &RecoveryPolicySpec) -> Vec<String> {
+        vec![format!("ecs:{}/{}", r.cluster.as_deref().unwrap_or_default(), r.service.as_deref().unwrap_or_default())]
+    }
+
+    fn describe_act(&self, p: &StepParameters) -> String {
+        format!(
+            "call ECS UpdateService(cluster={}, service={}, forceNewDeployment=true)",
+            p.cluster.as_deref().unwrap_or_default(),
+            p.service.as_deref().unwrap_or_default()
+        )
+    }
+
+    fn describe_verify(&self, p: &StepParameters) -> String {
+        format!(
+            "wait until a deployment newer than the restart of {}/{} is PRIMARY with runningCount >= desiredCount",
+            p.cluster.as_deref().unwrap_or_default(),
+            p.service.as_deref().unwrap_or_default()
+        )
+    }
+}
 
 /// One deployment of a service, as DescribeServices lists it.
 #[derive(Clone, Debug, Default, PartialEq)]

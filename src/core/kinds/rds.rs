@@ -5,11 +5,94 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::incident::IncidentMetrics;
-use crate::core::detection::Probe;
-use crate::core::steps::ActionOutcome;
+use crate::api::Severity;
+use crate::api::incident::{AwsResource, IncidentMetrics, IncidentSpec, ResourceKind};
+use crate::api::plan::{StepAction, StepParameters};
+use crate::api::policy::RecoveryPolicySpec;
+use crate::core::outcomes::{ActionOutcome, Probe};
 
-use super::{evidence, not_needed};
+use super::{PlanError, Target, TargetKind, Template, evidence, field, not_needed, resource};
+
+/// The kind.
+pub struct Rds;
+
+/// The key of an instance: `rds/<identifier>`.
+pub fn key(identifier: &str) -> String {
+    format!("rds/{identifier}")
+}
+
+impl TargetKind for Rds {
+    fn resource_kind(&self) -> ResourceKind {
+        ResourceKind::RdsInstance
+    }
+
+    fn targets(&self, spec: &RecoveryPolicySpec) -> Vec<Target> {
+        let region = &spec.aws.region;
+        spec.targets
+            .rds_instances
+            .iter()
+            .map(|db| Target {
+                key: key(&db.identifier),
+                resource: AwsResource {
+                    identifier: Some(db.identifier.clone()),
+                    ..resource(ResourceKind::RdsInstance, region)
+                },
+                severity: db.severity.unwrap_or(Severity::Critical),
+            })
+            .collect()
+    }
+
+    fn plan(
+        &self,
+        incident: &IncidentSpec,
+        metrics: Option<&IncidentMetrics>,
+        _policy: &RecoveryPolicySpec,
+        base: StepParameters,
+    ) -> Result<Template, PlanError> {
+        let identifier = field(&incident.resource.identifier, "identifier")?;
+        // ForceFailover is only valid for Multi-AZ; a single-AZ instance gets a plain
+        // reboot. Unknown Multi-AZ (no metrics yet) is treated as single-AZ: a plain reboot
+        // is safe on both, a forced failover is not.
+        let multi_az = metrics.and_then(|m| m.multi_az);
+        let reason = match multi_az {
+            Some(true) => "Multi-AZ instance: reboot with ForceFailover to the standby",
+            Some(false) => "single-AZ instance: plain reboot (ForceFailover needs Multi-AZ)",
+            None => "Multi-AZ unknown: plain reboot, which is safe either way",
+        };
+        let parameters = StepParameters {
+            identifier: Some(identifier),
+            force_failover: Some(multi_az == Some(true)),
+            reason: Some(reason.into()),
+            ..base
+        };
+        Ok(Template { act: StepAction::FailoverDatabase, verify: StepAction::VerifyDatabase, parameters })
+    }
+
+    fn describe_incident(&self, r: &AwsResource, m: &IncidentMetrics) -> String {
+        format!(
+            "RDS instance {} is {}, not available{}",
+            r.identifier.as_deref().unwrap_or_default(),
+            m.db_status.as_deref().unwrap_or("unknown"),
+            if m.multi_az == Some(true) { " (Multi-AZ)" } else { "" }
+        )
+    }
+
+    fn affected(&self, r: &AwsResource, _policy: &RecoveryPolicySpec) -> Vec<String> {
+        vec![format!("rds:{}", r.identifier.as_deref().unwrap_or_default())]
+    }
+
+    fn describe_act(&self, p: &StepParameters) -> String {
+        format!(
+            "call RDS RebootDBInstance(DBInstanceIdentifier={}, ForceFailover={})",
+            p.identifier.as_deref().unwrap_or_default(),
+            p.force_failover.unwrap_or(false)
+        )
+    }
+
+    fn describe_verify(&self, p: &StepParameters) -> String {
+        format!("wait until RDS instance {} is available", p.identifier.as_deref().unwrap_or_default())
+    }
+}
 
 /// What DescribeDBInstances said about one instance.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -4,12 +4,110 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::incident::IncidentMetrics;
-use crate::api::policy::AliasTarget;
-use crate::core::detection::Probe;
-use crate::core::steps::ActionOutcome;
+use crate::api::Severity;
+use crate::api::incident::{AwsResource, IncidentMetrics, IncidentSpec, ResourceKind};
+use crate::api::plan::{StepAction, StepParameters};
+use crate::api::policy::{AliasTarget, RecoveryPolicySpec};
+use crate::core::outcomes::{ActionOutcome, Probe};
 
-use super::{evidence, not_needed};
+use super::{PlanError, Target, TargetKind, Template, evidence, field, not_needed, resource};
+
+/// The kind.
+pub struct Route53;
+
+/// The key of a health check: `route53/<id>`.
+pub fn key(health_check_id: &str) -> String {
+    format!("route53/{health_check_id}")
+}
+
+impl TargetKind for Route53 {
+    fn resource_kind(&self) -> ResourceKind {
+        ResourceKind::Route53HealthCheck
+    }
+
+    fn targets(&self, spec: &RecoveryPolicySpec) -> Vec<Target> {
+        let region = &spec.aws.region;
+        spec.targets
+            .route53_health_checks
+            .iter()
+            .map(|hc| Target {
+                key: key(&hc.health_check_id),
+                resource: AwsResource {
+                    health_check_id: Some(hc.health_check_id.clone()),
+                    ..resource(ResourceKind::Route53HealthCheck, region)
+                },
+                severity: hc.severity.unwrap_or(Severity::High),
+            })
+            .collect()
+    }
+
+    fn plan(
+        &self,
+        incident: &IncidentSpec,
+        _metrics: Option<&IncidentMetrics>,
+        policy: &RecoveryPolicySpec,
+        base: StepParameters,
+    ) -> Result<Template, PlanError> {
+        let id = field(&incident.resource.health_check_id, "healthCheckId")?;
+        let failover = policy
+            .targets
+            .route53_health_checks
+            .iter()
+            .find(|hc| hc.health_check_id == id)
+            .and_then(|hc| hc.failover.clone())
+            .ok_or_else(|| PlanError::NoFailover(id.clone()))?;
+        let parameters = StepParameters {
+            hosted_zone_id: Some(failover.hosted_zone_id),
+            record_name: Some(failover.record_name),
+            record_type: Some(failover.record_type),
+            // The alias keeps its own hosted zone id; the seed reused the record's.
+            alias_target: Some(failover.alias_target),
+            // Read again just before the change: a primary passing again needs none.
+            health_check_id: Some(id),
+            ..base
+        };
+        Ok(Template { act: StepAction::UpdateDns, verify: StepAction::VerifyDns, parameters })
+    }
+
+    fn describe_incident(&self, r: &AwsResource, m: &IncidentMetrics) -> String {
+        format!(
+            "Route 53 health check {}: {} of {} checkers report failure",
+            r.health_check_id.as_deref().unwrap_or_default(),
+            m.failing_observations.unwrap_or_default(),
+            m.total_observations.unwrap_or_default()
+        )
+    }
+
+    fn affected(&self, r: &AwsResource, policy: &RecoveryPolicySpec) -> Vec<String> {
+        let id = r.health_check_id.as_deref().unwrap_or_default();
+        let record = policy
+            .targets
+            .route53_health_checks
+            .iter()
+            .find(|h| h.health_check_id == id)
+            .and_then(|h| h.failover.as_ref())
+            .map(|f| format!("dns:{}", f.record_name));
+        std::iter::once(format!("route53-health-check:{id}")).chain(record).collect()
+    }
+
+    fn describe_act(&self, p: &StepParameters) -> String {
+        let (name, zone) =
+            p.alias_target.as_ref().map(|a| (a.dns_name.clone(), a.hosted_zone_id.clone())).unwrap_or_default();
+        format!(
+            "call Route 53 ChangeResourceRecordSets(zone={}, UPSERT {} {} ALIAS {name} in zone {zone})",
+            p.hosted_zone_id.as_deref().unwrap_or_default(),
+            p.record_name.as_deref().unwrap_or_default(),
+            p.record_type.map(|t| t.as_str()).unwrap_or("A"),
+        )
+    }
+
+    fn describe_verify(&self, p: &StepParameters) -> String {
+        format!(
+            "wait until the change is INSYNC and {} aliases the target",
+            p.record_name.as_deref().unwrap_or_default()
+        )
+    }
+}
 
 /// What GetHealthCheckStatus said: one status report per checker (`Success: …`,
 /// `Failure: …`; empty when a checker sent none).

@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
 
-use crate::api::incident::{Incident, IncidentMetrics, IncidentPhase, IncidentSpec, IncidentStatus, IncidentType};
+use crate::api::incident::{Incident, IncidentMetrics, IncidentPhase, IncidentSpec, IncidentStatus};
 use crate::api::{RecoveryPolicy, common};
 use crate::core::targets::Target;
 use crate::core::time::since;
@@ -30,6 +30,7 @@ pub async fn open(
     metrics: &IncidentMetrics,
     now: Timestamp,
 ) -> Result<(Incident, bool), kube::Error> {
+    let kind = crate::core::kinds::of(target.resource.kind);
     let spec = IncidentSpec {
         id: uuid::Uuid::new_v4().to_string(),
         type_: target.incident_type(),
@@ -37,8 +38,8 @@ pub async fn open(
         policy: policy.name_any(),
         target: target.key.clone(),
         resource: target.resource.clone(),
-        description: describe(target, metrics),
-        affected_components: affected(target, policy),
+        description: kind.describe_incident(&target.resource, metrics),
+        affected_components: kind.affected(&target.resource, &policy.spec),
     };
     let obj = Incident {
         metadata: ObjectMeta {
@@ -131,57 +132,4 @@ pub async fn resolve(
     }
     common::set_condition(&mut status.conditions, "Resolved", true, reason, message, generation, now);
     Ok(Some(replace_status(api, &inc).await?))
-}
-
-/// One sentence for people, in the seed's spirit but with the figures.
-fn describe(target: &Target, m: &IncidentMetrics) -> String {
-    let r = &target.resource;
-    let or = |v: &Option<String>| v.clone().unwrap_or_default();
-    match target.incident_type() {
-        IncidentType::Service => format!(
-            "ECS service {} in cluster {} runs {} of {} desired tasks ({} pending)",
-            or(&r.service),
-            or(&r.cluster),
-            m.running_count.unwrap_or_default(),
-            m.desired_count.unwrap_or_default(),
-            m.pending_count.unwrap_or_default()
-        ),
-        IncidentType::Database => format!(
-            "RDS instance {} is {}, not available{}",
-            or(&r.identifier),
-            m.db_status.as_deref().unwrap_or("unknown"),
-            if m.multi_az == Some(true) { " (Multi-AZ)" } else { "" }
-        ),
-        IncidentType::Network => format!(
-            "Route 53 health check {}: {} of {} checkers report failure",
-            or(&r.health_check_id),
-            m.failing_observations.unwrap_or_default(),
-            m.total_observations.unwrap_or_default()
-        ),
-    }
-}
-
-fn affected(target: &Target, policy: &RecoveryPolicy) -> Vec<String> {
-    let r = &target.resource;
-    match target.incident_type() {
-        IncidentType::Service => {
-            vec![format!("ecs:{}/{}", r.cluster.as_deref().unwrap_or(""), r.service.as_deref().unwrap_or(""))]
-        }
-        IncidentType::Database => vec![format!("rds:{}", r.identifier.as_deref().unwrap_or(""))],
-        IncidentType::Network => {
-            let id = r.health_check_id.as_deref().unwrap_or("");
-            let mut out = vec![format!("route53-health-check:{id}")];
-            if let Some(f) = policy
-                .spec
-                .targets
-                .route53_health_checks
-                .iter()
-                .find(|h| h.health_check_id == id)
-                .and_then(|h| h.failover.as_ref())
-            {
-                out.push(format!("dns:{}", f.record_name));
-            }
-            out
-        }
-    }
 }
