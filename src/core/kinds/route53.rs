@@ -7,13 +7,18 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::Severity;
 use crate::api::incident::{AwsResource, IncidentMetrics, IncidentSpec, ResourceKind};
 use crate::api::plan::{StepAction, StepParameters};
-use crate::api::policy::{AliasTarget, RecoveryPolicySpec};
+use crate::api::policy::{AliasTarget, RecoveryPolicySpec, Route53Failover};
 use crate::core::outcomes::{ActionOutcome, Probe};
 
 use super::{PlanError, Target, TargetKind, Template, evidence, field, not_needed, resource};
 
 /// The kind.
 pub struct Route53;
+
+/// The failover record the policy gives a health check, if any.
+fn failover_of<'a>(policy: &'a RecoveryPolicySpec, id: &str) -> Option<&'a Route53Failover> {
+    policy.targets.route53_health_checks.iter().find(|hc| hc.health_check_id == id)?.failover.as_ref()
+}
 
 /// The key of a health check: `route53/<id>`.
 pub fn key(health_check_id: &str) -> String {
@@ -49,13 +54,7 @@ impl TargetKind for Route53 {
         base: StepParameters,
     ) -> Result<Template, PlanError> {
         let id = field(&incident.resource.health_check_id, "healthCheckId")?;
-        let failover = policy
-            .targets
-            .route53_health_checks
-            .iter()
-            .find(|hc| hc.health_check_id == id)
-            .and_then(|hc| hc.failover.clone())
-            .ok_or_else(|| PlanError::NoFailover(id.clone()))?;
+        let failover = failover_of(policy, &id).cloned().ok_or_else(|| PlanError::NoFailover(id.clone()))?;
         let parameters = StepParameters {
             hosted_zone_id: Some(failover.hosted_zone_id),
             record_name: Some(failover.record_name),
@@ -80,13 +79,7 @@ impl TargetKind for Route53 {
 
     fn affected(&self, r: &AwsResource, policy: &RecoveryPolicySpec) -> Vec<String> {
         let id = r.health_check_id.as_deref().unwrap_or_default();
-        let record = policy
-            .targets
-            .route53_health_checks
-            .iter()
-            .find(|h| h.health_check_id == id)
-            .and_then(|h| h.failover.as_ref())
-            .map(|f| format!("dns:{}", f.record_name));
+        let record = failover_of(policy, id).map(|f| format!("dns:{}", f.record_name));
         std::iter::once(format!("route53-health-check:{id}")).chain(record).collect()
     }
 
