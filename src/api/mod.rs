@@ -4,7 +4,9 @@
 //! fails when the two drift.
 
 pub mod common;
+pub mod conditions;
 pub mod incident;
+pub mod labels;
 pub mod plan;
 pub mod policy;
 

@@ -9,9 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::policy::{AliasTarget, RecordType};
 
-/// Annotation a person sets to approve a plan waiting in `AwaitingApproval`; its value is
-/// recorded as who approved: `kubectl annotate recoveryplan NAME recovery.dev/approved-by=$USER`.
-pub const APPROVED_BY_ANNOTATION: &str = "recovery.dev/approved-by";
+pub use super::labels::APPROVED_BY_ANNOTATION;
 
 /// The steps that repair one incident. The spec is fixed at creation; the status records
 /// what was done and what AWS answered.

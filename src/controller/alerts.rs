@@ -28,8 +28,8 @@ use crate::metrics::AlertLabels;
 
 use super::{Context, Error, now, replace_status};
 
-/// Condition on an incident while an alert cannot be delivered.
-pub const ALERT_DELIVERY_FAILED: &str = "AlertDeliveryFailed";
+use crate::api::conditions::incident::ALERT_DELIVERY_FAILED;
+use crate::api::conditions::reason;
 
 /// Reconciles the alerts of one incident.
 #[instrument(skip_all, fields(incident = %incident.name_any(), namespace = incident.namespace().unwrap_or_default()))]
@@ -79,7 +79,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         inc = with_status(&incidents, &inc.name_any(), |s| {
             record(s, kind, channel, outcome.clone(), now());
             let (failing, message) = delivery_failure(s);
-            let reason = if failing { "DeliveryFailed" } else { "Delivered" };
+            let reason = if failing { reason::DELIVERY_FAILED } else { reason::DELIVERED };
             set_condition(&mut s.conditions, ALERT_DELIVERY_FAILED, failing, reason, message, generation, now());
         })
         .await?;

@@ -9,6 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
 
+use crate::api::conditions::incident as conditions;
 use crate::api::incident::{Incident, IncidentMetrics, IncidentPhase, IncidentSpec, IncidentStatus};
 use crate::api::{RecoveryPolicy, common};
 use crate::core::targets::Target;
@@ -130,6 +131,6 @@ pub async fn resolve(
     if let Some(m) = metrics {
         status.metrics = Some(m.clone());
     }
-    common::set_condition(&mut status.conditions, "Resolved", true, reason, message, generation, now);
+    common::set_condition(&mut status.conditions, conditions::RESOLVED, true, reason, message, generation, now);
     Ok(Some(replace_status(api, &inc).await?))
 }

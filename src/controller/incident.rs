@@ -16,24 +16,16 @@ use serde_json::json;
 use tracing::{info, instrument};
 
 use crate::api::common::set_condition;
+use crate::api::conditions::incident as conditions;
+use crate::api::conditions::{action, reason};
 use crate::api::incident::{Incident, IncidentPhase};
+use crate::api::labels::{ESCALATED_ANNOTATION, POLICY_LABEL, TARGET_LABEL};
 use crate::api::plan::{PlanPhase, RecoveryPlan, RecoveryPlanSpec};
 use crate::api::policy::RemediationMode;
 use crate::core::planning::plan_steps;
 use crate::core::targets::{plan_name, target_label};
 
-use super::{Context, Error, MANAGER, POLICY_LABEL, TARGET_LABEL, now, replace_status};
-
-/// Condition types on an incident.
-pub mod conditions {
-    /// Whether a plan may be (or was) made for the incident.
-    pub const REMEDIATION_ALLOWED: &str = "RemediationAllowed";
-    /// The plan failed; people take over.
-    pub const REMEDIATION_FAILED: &str = "RemediationFailed";
-}
-
-/// Annotation recording which plan's failure raised the severity, so it is raised once.
-pub const ESCALATED_ANNOTATION: &str = "recovery.dev/escalated-for";
+use super::{Context, Error, MANAGER, now, replace_status};
 
 /// Reconciles one incident.
 #[instrument(skip_all, fields(incident = %incident.name_any(), namespace = incident.namespace().unwrap_or_default()))]
@@ -74,13 +66,13 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
 
     match (&policy, plan) {
         (None, None) => {
-            allowed(status, false, "PolicyMissing", format!("policy {} does not exist", incident.spec.policy));
+            allowed(status, false, reason::POLICY_MISSING, format!("policy {} does not exist", incident.spec.policy));
         }
         (Some(p), None) if p.spec.remediation.mode == RemediationMode::Disabled => {
             allowed(
                 status,
                 false,
-                "RemediationDisabled",
+                reason::REMEDIATION_DISABLED,
                 "the policy's remediation mode is Disabled: no plan is made".into(),
             );
         }
@@ -89,14 +81,14 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
             allowed(
                 status,
                 false,
-                "PlanDeleted",
+                reason::PLAN_DELETED,
                 format!("plan {name} was deleted; no new plan is made for this incident"),
             );
         }
         (Some(p), None) => match plan_steps(&incident.spec, status.metrics.as_ref(), &p.spec) {
             Err(e) => {
-                if allowed(status, false, "CannotPlan", e.to_string()) {
-                    ctx.event(&incident, EventType::Warning, "CannotPlan", "Plan", e.to_string());
+                if allowed(status, false, reason::CANNOT_PLAN, e.to_string()) {
+                    ctx.event(&incident, EventType::Warning, reason::CANNOT_PLAN, action::PLAN, e.to_string());
                 }
             }
             Ok(steps) => {
@@ -110,10 +102,16 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
                 };
                 create_plan(&plans, &incident, &name, spec).await?;
                 info!(plan = %name, "plan created");
-                ctx.event(&incident, EventType::Normal, "PlanCreated", "Plan", format!("created plan {name}"));
+                ctx.event(
+                    &incident,
+                    EventType::Normal,
+                    reason::PLAN_CREATED,
+                    action::PLAN,
+                    format!("created plan {name}"),
+                );
                 status.plan = Some(name.clone());
                 status.phase = Some(IncidentPhase::Investigating);
-                allowed(status, true, "PlanCreated", format!("plan {name} was made"));
+                allowed(status, true, reason::PLAN_CREATED, format!("plan {name} was made"));
             }
         },
         (_, Some(plan)) => {
@@ -134,12 +132,12 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
                     &mut status.conditions,
                     conditions::REMEDIATION_FAILED,
                     true,
-                    "PlanFailed",
+                    reason::PLAN_FAILED,
                     &msg,
                     generation,
                     t,
                 ) {
-                    ctx.event(&incident, EventType::Warning, "RemediationFailed", "Remediate", msg);
+                    ctx.event(&incident, EventType::Warning, reason::REMEDIATION_FAILED, action::REMEDIATE, msg);
                 }
                 if let Some(patched) = escalate(&incidents, &incident, &name).await? {
                     // The patch was guarded by the same resourceVersion and touched no

@@ -31,12 +31,7 @@ use crate::metrics::Metrics;
 /// Name under which the controller writes and reports.
 pub const MANAGER: &str = "aws-recovery-controller";
 
-/// Label on every object the controller creates, naming the policy it belongs to.
-pub const POLICY_LABEL: &str = "recovery.dev/policy";
-
-/// Label on plans naming their target (by hash): cooldown and rollout checks find a
-/// target's earlier plans by it.
-pub const TARGET_LABEL: &str = "recovery.dev/target";
+pub use crate::api::labels::{POLICY_LABEL, TARGET_LABEL};
 
 /// What every reconcile shares.
 pub struct Context {

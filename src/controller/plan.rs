@@ -18,7 +18,9 @@ use tracing::{info, instrument, warn};
 
 use crate::api::RecoveryPolicy;
 use crate::api::common::parse_duration;
+use crate::api::conditions::action;
 use crate::api::incident::{Incident, IncidentPhase};
+use crate::api::labels::{POLICY_LABEL, TARGET_LABEL};
 use crate::api::plan::{APPROVED_BY_ANNOTATION, PlanPhase, RecoveryPlan, RecoveryPlanStatus, StepAction};
 use crate::api::policy::RemediationMode;
 use crate::aws::act::{self, ActContext};
@@ -28,7 +30,7 @@ use crate::core::steps::{
     record_action, record_verify,
 };
 
-use super::{Context, Error, POLICY_LABEL, TARGET_LABEL, now, replace_status};
+use super::{Context, Error, now, replace_status};
 
 /// A rail that frees itself only through a change elsewhere is looked at again this often.
 const RECHECK: Duration = Duration::from_secs(15);
@@ -214,7 +216,7 @@ async fn persist(
         } else {
             info!(reason = t.reason(), "{}", t.message());
         }
-        ctx.event(&plan, type_, t.reason(), "Remediate", t.message());
+        ctx.event(&plan, type_, t.reason(), action::REMEDIATE, t.message());
     }
     Ok(plan)
 }

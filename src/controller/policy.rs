@@ -19,6 +19,8 @@ use tracing::{info, instrument, warn};
 
 use crate::api::RecoveryPolicy;
 use crate::api::common::{self, parse_duration};
+use crate::api::conditions::policy as conditions;
+use crate::api::conditions::{action, reason};
 use crate::api::incident::Incident;
 use crate::api::policy::{RecoveryPolicyStatus, TargetState};
 use crate::aws::probe::ProbeReport;
@@ -31,20 +33,6 @@ use super::{Context, Error, MANAGER, detection_writes, now, probes};
 
 /// Longest a policy's `lastProbeTime` may lag while nothing else in its status changes.
 pub const HEARTBEAT: Duration = Duration::from_secs(300);
-
-/// Condition types on a policy.
-pub mod conditions {
-    /// All is well: AWS answered and every target exists.
-    pub const READY: &str = "Ready";
-    /// The last probe cycle reached AWS without errors.
-    pub const AWS_REACHABLE: &str = "AwsReachable";
-    /// Every target named by the policy exists in AWS.
-    pub const TARGETS_FOUND: &str = "TargetsFound";
-    /// Whether the policy-wide rails (mode, storm guard) let plans act.
-    pub const REMEDIATION_ALLOWED: &str = "RemediationAllowed";
-    /// Whether the Secrets named by `alerts` exist with their keys.
-    pub const ALERTS_CONFIGURED: &str = "AlertsConfigured";
-}
 
 /// Reconciles one policy.
 #[instrument(skip_all, fields(policy = %policy.name_any(), namespace = policy.namespace().unwrap_or_default()))]
@@ -118,7 +106,7 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
     };
     set_conditions(&mut next, &report, alerts, policy.metadata.generation, now);
     if let Some(held) = set_remediation_allowed(&policy, &mut next, ctx.aws.circuit_open(), now) {
-        ctx.event(&*policy, EventType::Warning, held.rail.reason(), "Guard", held.message);
+        ctx.event(&*policy, EventType::Warning, held.rail.reason(), action::GUARD, held.message);
     }
     let due = next_probe(interval, now, aws_failing_since(&next));
     if probe_wait(interval, now, aws_failing_since(&next)) > interval {
@@ -177,7 +165,7 @@ async fn apply_decisions(
                                 inc.spec.severity.as_str(),
                                 inc.spec.description
                             );
-                            ctx.event(policy, EventType::Warning, "IncidentOpened", "Detect", note);
+                            ctx.event(policy, EventType::Warning, reason::INCIDENT_OPENED, action::DETECT, note);
                         }
                     }
                     Decision::StillUnhealthy { incident, metrics } => {
@@ -191,19 +179,19 @@ async fn apply_decisions(
                         }
                     }
                     Decision::Resolve { incident, metrics } => {
-                        let why = ("Healthy", "the target is healthy again");
+                        let why = (reason::HEALTHY, "the target is healthy again");
                         resolve(policy, ctx, api, &incident, Some(&metrics), why, now).await?;
                     }
                     Decision::Relapsed { incident, metrics } => {
                         let why = (
-                            "RecoveredBeforeAction",
+                            reason::RECOVERED_BEFORE_ACTION,
                             "the target recovered before its plan acted (the plan ended not needed) and is unhealthy \
                              again: a new incident opens if it stays so",
                         );
                         resolve(policy, ctx, api, &incident, Some(&metrics), why, now).await?;
                     }
                     Decision::Abandon { incident } => {
-                        let why = ("TargetRemoved", "the target was removed from the policy");
+                        let why = (reason::TARGET_REMOVED, "the target was removed from the policy");
                         resolve(policy, ctx, api, &incident, None, why, now).await?;
                     }
                 }
@@ -296,7 +284,7 @@ async fn resolve(
     if detection_writes::resolve(api, incident, metrics, reason, message, now).await?.is_some() {
         info!(%incident, reason, "incident resolved");
         let note = format!("resolved incident {incident}: {message}");
-        ctx.event(policy, EventType::Normal, "IncidentResolved", "Detect", note);
+        ctx.event(policy, EventType::Normal, reason::INCIDENT_RESOLVED, action::DETECT, note);
     }
     Ok(())
 }
@@ -320,7 +308,7 @@ fn set_remediation_allowed(
                 &mut status.conditions,
                 conditions::REMEDIATION_ALLOWED,
                 true,
-                "Allowed",
+                reason::ALLOWED,
                 "plans may act",
                 generation,
                 now,
@@ -362,7 +350,7 @@ fn set_conditions(
             cs,
             conditions::AWS_REACHABLE,
             true,
-            "Reachable",
+            reason::REACHABLE,
             "every AWS call succeeded",
             generation,
             now,
@@ -375,7 +363,15 @@ fn set_conditions(
     };
     let found = report.missing.is_empty();
     if found {
-        common::set_condition(cs, conditions::TARGETS_FOUND, true, "Found", "every target exists", generation, now);
+        common::set_condition(
+            cs,
+            conditions::TARGETS_FOUND,
+            true,
+            reason::FOUND,
+            "every target exists",
+            generation,
+            now,
+        );
     } else {
         let mut names = report.missing.clone();
         names.sort();
@@ -383,7 +379,7 @@ fn set_conditions(
             cs,
             conditions::TARGETS_FOUND,
             false,
-            "TargetsMissing",
+            reason::TARGETS_MISSING,
             format!("not found in AWS: {}", names.join(", ")),
             generation,
             now,
@@ -393,20 +389,38 @@ fn set_conditions(
         None => true,
         Some(Ok(())) => {
             let message = "the alert Secrets exist";
-            common::set_condition(cs, conditions::ALERTS_CONFIGURED, true, "SecretsFound", message, generation, now);
+            common::set_condition(
+                cs,
+                conditions::ALERTS_CONFIGURED,
+                true,
+                reason::SECRETS_FOUND,
+                message,
+                generation,
+                now,
+            );
             true
         }
         Some(Err(message)) => {
-            common::set_condition(cs, conditions::ALERTS_CONFIGURED, false, "SecretMissing", message, generation, now);
+            common::set_condition(
+                cs,
+                conditions::ALERTS_CONFIGURED,
+                false,
+                reason::SECRET_MISSING,
+                message,
+                generation,
+                now,
+            );
             false
         }
     };
     // A policy whose people cannot be told is not ready either, whatever AWS says.
     let (ready, reason, message) = match (aws_ok, found, alerts_ok) {
-        (true, true, true) => (true, "Probing", "probing every target"),
-        (false, _, _) => (false, "AwsUnreachable", "some targets could not be probed; see AwsReachable"),
-        (true, false, _) => (false, "TargetsMissing", "some targets do not exist; see TargetsFound"),
-        (true, true, false) => (false, "AlertsNotConfigured", "alerts cannot be delivered; see AlertsConfigured"),
+        (true, true, true) => (true, reason::PROBING, "probing every target"),
+        (false, _, _) => (false, reason::AWS_UNREACHABLE, "some targets could not be probed; see AwsReachable"),
+        (true, false, _) => (false, reason::TARGETS_MISSING, "some targets do not exist; see TargetsFound"),
+        (true, true, false) => {
+            (false, reason::ALERTS_NOT_CONFIGURED, "alerts cannot be delivered; see AlertsConfigured")
+        }
     };
     common::set_condition(cs, conditions::READY, ready, reason, message, generation, now);
 }

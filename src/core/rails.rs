@@ -5,6 +5,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::common::parse_duration;
+use crate::api::conditions::reason;
 use crate::api::policy::{RemediationMode, RemediationSpec, TargetCounts};
 
 use super::time::add;
@@ -32,13 +33,13 @@ impl Rail {
     /// The condition/Event reason.
     pub fn reason(self) -> &'static str {
         match self {
-            Self::ModeDisabled => "RemediationDisabled",
-            Self::TooManyUnhealthy => "TooManyUnhealthy",
-            Self::MaxConcurrentPlans => "MaxConcurrentPlans",
-            Self::Cooldown => "Cooldown",
-            Self::AwsCircuitOpen => "AwsCircuitOpen",
-            Self::PolicyMissing => "PolicyMissing",
-            Self::CountsPending => "CountsPending",
+            Self::ModeDisabled => reason::REMEDIATION_DISABLED,
+            Self::TooManyUnhealthy => reason::TOO_MANY_UNHEALTHY,
+            Self::MaxConcurrentPlans => reason::MAX_CONCURRENT_PLANS,
+            Self::Cooldown => reason::COOLDOWN,
+            Self::AwsCircuitOpen => reason::AWS_CIRCUIT_OPEN,
+            Self::PolicyMissing => reason::POLICY_MISSING,
+            Self::CountsPending => reason::COUNTS_PENDING,
         }
     }
 }

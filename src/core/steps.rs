@@ -23,6 +23,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use crate::api::conditions::reason;
 use crate::api::plan::{
     PlanPhase, PlanStep, RecoveryPlanSpec, RecoveryPlanStatus, StepAction, StepParameters, StepPhase, StepStatus,
 };
@@ -207,18 +208,18 @@ impl Transition {
     /// Event reason.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::Created => "PlanCreated",
+            Self::Created => reason::PLAN_CREATED,
             Self::Held { reason, .. } => reason,
-            Self::AwaitingApproval => "AwaitingApproval",
-            Self::Executing { .. } => "PlanExecuting",
-            Self::StepStarted { .. } => "StepStarted",
-            Self::StepCompleted { .. } => "StepCompleted",
-            Self::StepRetry { .. } => "StepRetry",
-            Self::StepSkipped { .. } => "StepSkipped",
-            Self::StepFailed { .. } => "StepFailed",
-            Self::Completed => "PlanCompleted",
-            Self::Failed { .. } => "PlanFailed",
-            Self::NotNeeded { .. } => "PlanNotNeeded",
+            Self::AwaitingApproval => reason::AWAITING_APPROVAL,
+            Self::Executing { .. } => reason::PLAN_EXECUTING,
+            Self::StepStarted { .. } => reason::STEP_STARTED,
+            Self::StepCompleted { .. } => reason::STEP_COMPLETED,
+            Self::StepRetry { .. } => reason::STEP_RETRY,
+            Self::StepSkipped { .. } => reason::STEP_SKIPPED,
+            Self::StepFailed { .. } => reason::STEP_FAILED,
+            Self::Completed => reason::PLAN_COMPLETED,
+            Self::Failed { .. } => reason::PLAN_FAILED,
+            Self::NotNeeded { .. } => reason::PLAN_NOT_NEEDED,
         }
     }
 
@@ -327,7 +328,7 @@ fn start_plan(i: &Inputs, phase: PlanPhase) -> Next {
 }
 
 /// Condition type set while a rail holds the plan.
-pub const HELD: &str = "Held";
+pub use crate::api::conditions::plan::HELD;
 
 fn hold(i: &Inputs, held: &Held) -> Next {
     let mut s = i.status.clone();
