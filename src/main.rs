@@ -245,7 +245,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Ready means the API server answers for all three kinds in scope: the CRDs are installed
-/// and RBAC lets the controller list them. Retried until it holds.
+/// and RBAC lets the controller list them. Only metadata is asked for: one object this
+/// version cannot decode must not keep the controller from starting (the watches report
+/// and skip it). Retried until it holds.
 async fn wait_until_ready(client: &kube::Client, scope: &Scope) {
     let one = ListParams::default().limit(1);
     loop {
@@ -253,14 +255,14 @@ async fn wait_until_ready(client: &kube::Client, scope: &Scope) {
         let check = async {
             match ns {
                 Some(ns) => {
-                    Api::<RecoveryPolicy>::namespaced(client.clone(), ns).list(&one).await?;
-                    Api::<Incident>::namespaced(client.clone(), ns).list(&one).await?;
-                    Api::<RecoveryPlan>::namespaced(client.clone(), ns).list(&one).await?;
+                    Api::<RecoveryPolicy>::namespaced(client.clone(), ns).list_metadata(&one).await?;
+                    Api::<Incident>::namespaced(client.clone(), ns).list_metadata(&one).await?;
+                    Api::<RecoveryPlan>::namespaced(client.clone(), ns).list_metadata(&one).await?;
                 }
                 None => {
-                    Api::<RecoveryPolicy>::all(client.clone()).list(&one).await?;
-                    Api::<Incident>::all(client.clone()).list(&one).await?;
-                    Api::<RecoveryPlan>::all(client.clone()).list(&one).await?;
+                    Api::<RecoveryPolicy>::all(client.clone()).list_metadata(&one).await?;
+                    Api::<Incident>::all(client.clone()).list_metadata(&one).await?;
+                    Api::<RecoveryPlan>::all(client.clone()).list_metadata(&one).await?;
                 }
             }
             Ok::<_, kube::Error>(())

@@ -61,6 +61,13 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+/// Labels: an object kind (owned: the API's kind names).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectKindLabel {
+    /// `RecoveryPolicy`, `Incident`, `RecoveryPlan`.
+    pub kind: String,
+}
+
 /// Labels: step action.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabel {
@@ -94,6 +101,8 @@ pub struct Metrics {
     /// `plans{outcome="completed"}`, this tells remediation that fixed something from
     /// targets that recovered by themselves.
     pub plans_not_needed: Family<KindLabel, Counter>,
+    /// Objects seen by a watch that this controller cannot decode, by kind.
+    pub undecodable: Family<ObjectKindLabel, Counter>,
     /// Step duration by action.
     pub step_seconds: Family<ActionLabel, Histogram>,
     /// One policy's probe cycle: all of its AWS calls (the count is the number of cycles).
@@ -137,6 +146,7 @@ impl Default for Metrics {
             open_incidents: Family::default(),
             plans: Family::default(),
             plans_not_needed: Family::default(),
+            undecodable: Family::default(),
             step_seconds,
             probe_cycle_seconds: Histogram::new(seconds_buckets()),
             probe_lag_seconds: Histogram::new(seconds_buckets()),
@@ -157,6 +167,11 @@ impl Default for Metrics {
             "plans_not_needed",
             "Plans that ended without acting because the target had recovered, by kind",
             m.plans_not_needed.clone(),
+        );
+        r.register(
+            "undecodable_objects",
+            "Objects a watch saw that this controller cannot decode (left alone), by kind",
+            m.undecodable.clone(),
         );
         r.register("step_duration_seconds", "Plan step duration by action", m.step_seconds.clone());
         r.register("probe_cycle_seconds", "One policy's probe cycle, all its AWS calls", m.probe_cycle_seconds.clone());
@@ -184,6 +199,11 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+
+    /// Records an object that does not decode.
+    pub fn undecodable(&self, kind: String) {
+        self.undecodable.get_or_create(&ObjectKindLabel { kind }).inc();
     }
 
     /// Records one reconcile.

@@ -120,6 +120,11 @@ pub mod reason {
     pub const PLAN_COMPLETED: &str = "PlanCompleted";
     /// The plan ended without acting: the target had recovered.
     pub const PLAN_NOT_NEEDED: &str = "PlanNotNeeded";
+
+    // Any object.
+    /// The controller cannot decode the object (e.g. a field of a newer version): it is
+    /// left alone until it can.
+    pub const UNDECODABLE: &str = "Undecodable";
 }
 
 /// Events' actions: which part of the controller acted.
@@ -132,4 +137,6 @@ pub mod action {
     pub const PLAN: &str = "Plan";
     /// Running a plan.
     pub const REMEDIATE: &str = "Remediate";
+    /// Watching the objects.
+    pub const WATCH: &str = "Watch";
 }

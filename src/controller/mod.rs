@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, ReflectHandle, Store};
@@ -343,11 +344,11 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, scope: Scope) {
     // One watch per kind, whatever the number of controllers reading it: each object
     // is decoded and cached once, and the reconcilers read each other's kinds from it.
     let (policy_store, [policy_trigger, policy_to_plans], policy_watch) =
-        shared(api::<RecoveryPolicy>(client, &namespace), watch.clone());
+        shared(ctx.clone(), api::<DeserializeGuard<RecoveryPolicy>>(client, &namespace), watch.clone());
     let (incident_store, [incident_trigger, incident_to_alerts], incident_watch) =
-        shared(api::<Incident>(client, &namespace), watch.clone());
+        shared(ctx.clone(), api::<DeserializeGuard<Incident>>(client, &namespace), watch.clone());
     let (plan_store, [plan_trigger, plan_to_incidents, plan_to_alerts], plan_watch) =
-        shared(api::<RecoveryPlan>(client, &namespace), watch);
+        shared(ctx.clone(), api::<DeserializeGuard<RecoveryPlan>>(client, &namespace), watch);
     let (wake_policy, woken) = tokio::sync::mpsc::unbounded_channel();
     let caches = Caches {
         policies: policy_store.clone(),
@@ -424,8 +425,15 @@ const WATCH_BUFFER: usize = 1024;
 /// `metadata.managedFields` — the server-side-apply bookkeeping that every status write
 /// extends and nothing here reads; at 10,000 targets the policies' copies of it were the
 /// largest share of the heap.
+///
+/// An object that does not decode (a field from a newer CRD under this controller's
+/// `deny_unknown_fields`, say) must not stall the watch for every other object: it is
+/// reported on itself (a Warning Event), in `recovery_undecodable_objects_total{kind}` and
+/// the log, and left out of the cache — a copy cached before it stopped decoding is
+/// dropped, so nothing acts on a spec that is no longer the one written.
 fn shared<K, const N: usize>(
-    api: Api<K>,
+    ctx: Arc<Context>,
+    api: Api<DeserializeGuard<K>>,
     watch: watcher::Config,
 ) -> (Store<K>, [ReflectHandle<K>; N], impl std::future::Future<Output = ()>)
 where
@@ -433,8 +441,15 @@ where
 {
     let (reader, writer) = kube::runtime::reflector::store_shared(WATCH_BUFFER);
     let handles = std::array::from_fn(|_| writer.subscribe().expect("a shared store can be subscribed to"));
+    let cached = reader.clone();
     let driver = watcher(api, watch)
         .default_backoff()
+        .filter_map(move |event| {
+            futures::future::ready(match event {
+                Ok(event) => decoded(&ctx, &cached, event).map(Ok),
+                Err(e) => Some(Err(e)),
+            })
+        })
         .modify(|o| o.managed_fields_mut().clear())
         .reflect_shared(writer)
         .for_each(|event| async move {
@@ -443,6 +458,58 @@ where
             }
         });
     (reader, handles, driver)
+}
+
+/// A watch event of possibly undecodable objects → the event of decoded ones, if any (see
+/// [`shared`]). An undecodable object becomes the deletion of its cached copy, if there is
+/// one; a relist leaves it out by itself.
+fn decoded<K>(ctx: &Context, cached: &Store<K>, event: watcher::Event<DeserializeGuard<K>>) -> Option<watcher::Event<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    let good = |guard: DeserializeGuard<K>| match guard.0 {
+        Ok(object) => Some(object),
+        Err(ref invalid) => {
+            let kind = K::kind(&()).to_string();
+            let name = invalid.metadata.name.clone().unwrap_or_default();
+            tracing::warn!(%kind, %name, error = %invalid.error, "object does not decode; it is left alone until it does");
+            ctx.metrics.undecodable(K::kind(&()).into_owned());
+            let note =
+                format!("this controller cannot read the object, so it is left alone until it can: {}", invalid.error);
+            ctx.event(
+                &guard,
+                EventType::Warning,
+                crate::api::conditions::reason::UNDECODABLE,
+                crate::api::conditions::action::WATCH,
+                note,
+            );
+            None
+        }
+    };
+    match event {
+        watcher::Event::Apply(guard) => {
+            let at = guard_ref(&guard);
+            match good(guard) {
+                Some(object) => Some(watcher::Event::Apply(object)),
+                None => cached.get(&at).map(|old| watcher::Event::Delete((*old).clone())),
+            }
+        }
+        watcher::Event::InitApply(guard) => good(guard).map(watcher::Event::InitApply),
+        // A deleted object that did not decode was not cached.
+        watcher::Event::Delete(guard) => guard.0.ok().map(watcher::Event::Delete),
+        watcher::Event::Init => Some(watcher::Event::Init),
+        watcher::Event::InitDone => Some(watcher::Event::InitDone),
+    }
+}
+
+/// Where an object, decodable or not, would be in the cache.
+fn guard_ref<K: Resource<DynamicType = ()>>(guard: &DeserializeGuard<K>) -> ObjectRef<K> {
+    let meta = guard.meta();
+    let at = ObjectRef::new(meta.name.as_deref().unwrap_or_default());
+    match meta.namespace.as_deref() {
+        Some(ns) => at.within(ns),
+        None => at,
+    }
 }
 
 /// Longest a single reconcile may take before it is abandoned and retried.
