@@ -15,7 +15,8 @@ use tokio::sync::Semaphore;
 use super::AwsFault;
 use super::batch::Coalescer;
 use super::breaker::{Breaker, BreakerConfig};
-use super::probe::{ECS_BATCH, ProbeReport, RDS_BATCH};
+use super::kinds::{ecs, rds};
+use super::report::ProbeReport;
 use crate::metrics::Metrics;
 
 /// Route 53's account-wide limit.
@@ -198,8 +199,8 @@ impl ClientCache {
                     .allow_burst(std::num::NonZeroU32::MIN),
             ),
             breaker: Breaker::new(settings.breaker),
-            ecs_batches: Coalescer::new(settings.batch_window, ECS_BATCH),
-            rds_batches: Coalescer::new(settings.batch_window, RDS_BATCH),
+            ecs_batches: Coalescer::new(settings.batch_window, ecs::BATCH),
+            rds_batches: Coalescer::new(settings.batch_window, rds::BATCH),
         });
         Self { base, attempt_timeout: settings.attempt_timeout, limits, metrics, clients: Mutex::new(HashMap::new()) }
     }

@@ -13,7 +13,9 @@ pub mod batch;
 pub mod breaker;
 pub mod clients;
 pub mod error;
+pub mod kinds;
 pub mod probe;
+pub mod report;
 pub mod snapshot;
 
 pub use clients::{AwsSettings, ClientCache, Clients};
