@@ -4,9 +4,10 @@
 use k8s_openapi::jiff::Timestamp;
 
 use super::Alert;
-use crate::api::incident::{AlertKind, IncidentMetrics, ResourceKind};
+use crate::api::incident::{AlertKind, IncidentMetrics};
 use crate::api::plan::APPROVED_BY_ANNOTATION;
 use crate::api::policy::Locale;
+use crate::core::kinds::Place;
 
 /// Every user-visible string of one locale. Severity tags, incident types, AWS identifiers and
 /// kubectl commands are API values and stay in English in every locale. `{name}` marks a
@@ -22,9 +23,6 @@ pub(crate) struct Texts {
     pub severity: &'static str,
     pub type_: &'static str,
     pub resource: &'static str,
-    pub ecs_service: &'static str,
-    pub rds_instance: &'static str,
-    pub route53_health_check: &'static str,
     pub cluster: &'static str,
     pub tasks: &'static str,
     pub tasks_value: &'static str,
@@ -63,9 +61,6 @@ const EN: Texts = Texts {
     severity: "Severity",
     type_: "Type",
     resource: "AWS resource",
-    ecs_service: "ECS service",
-    rds_instance: "RDS instance",
-    route53_health_check: "Route 53 health check",
     cluster: "cluster",
     tasks: "Tasks",
     tasks_value: "running {running} / desired {desired} / pending {pending}",
@@ -102,9 +97,6 @@ const KO: Texts = Texts {
     severity: "심각도",
     type_: "유형",
     resource: "AWS 리소스",
-    ecs_service: "ECS 서비스",
-    rds_instance: "RDS 인스턴스",
-    route53_health_check: "Route 53 헬스 체크",
     cluster: "클러스터",
     tasks: "태스크",
     tasks_value: "실행 {running} / 목표 {desired} / 대기 {pending}",
@@ -248,26 +240,21 @@ pub(crate) fn facts(alert: &Alert) -> Facts {
     }
 }
 
-/// `ECS service checkout (cluster prod, us-east-1)`, `RDS instance prod-db (us-east-1)`.
+/// `ECS service checkout (cluster prod, us-east-1)`, `RDS instance prod-db (us-east-1)`: the
+/// kind names and places the resource (`core::kinds`), the locale gives the words.
 fn resource(alert: &Alert, t: &Texts) -> String {
-    let r = &alert.incident.resource;
-    let or = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".into());
-    // `(cluster prod, us-east-1)`, `(us-east-1)`, or nothing when nothing is known.
-    let paren = |parts: &[String]| {
-        let parts: Vec<&str> = parts.iter().map(String::as_str).filter(|p| !p.is_empty()).collect();
-        if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) }
-    };
-    match r.kind {
-        ResourceKind::EcsService => {
-            let cluster = format!("{} {}", t.cluster, or(&r.cluster));
-            format!("{} {}{}", t.ecs_service, or(&r.service), paren(&[cluster, r.region.clone()]))
-        }
-        ResourceKind::RdsInstance => {
-            format!("{} {}{}", t.rds_instance, or(&r.identifier), paren(std::slice::from_ref(&r.region)))
-        }
-        // Route 53 is global: its region says nothing.
-        ResourceKind::Route53HealthCheck => format!("{} {}", t.route53_health_check, or(&r.health_check_id)),
-    }
+    let kind = crate::core::kinds::of(alert.incident.resource.kind);
+    let (name, places) = kind.alert_resource(&alert.incident.resource);
+    let parts: Vec<String> = places
+        .into_iter()
+        .map(|p| match p {
+            Place::Cluster(c) => format!("{} {c}", t.cluster),
+            Place::Region(r) => r,
+        })
+        .filter(|p| !p.is_empty())
+        .collect();
+    let paren = if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) };
+    format!("{} {name}{paren}", kind.noun(alert.locale))
 }
 
 fn metric_fields(m: &IncidentMetrics, t: &Texts) -> Vec<(String, String)> {

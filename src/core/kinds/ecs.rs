@@ -8,10 +8,10 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::Severity;
 use crate::api::incident::{AwsResource, IncidentMetrics, IncidentSpec, ResourceKind};
 use crate::api::plan::{StepAction, StepParameters};
-use crate::api::policy::RecoveryPolicySpec;
+use crate::api::policy::{Locale, RecoveryPolicySpec};
 use crate::core::outcomes::{ActionOutcome, Probe};
 
-use super::{PlanError, Target, TargetKind, Template, evidence, field, not_needed, resource};
+use super::{Place, PlanError, Target, TargetKind, Template, evidence, field, not_needed, resource};
 
 /// The kind.
 pub struct Ecs;
@@ -81,6 +81,18 @@ impl TargetKind for Ecs {
             p.cluster.as_deref().unwrap_or_default(),
             p.service.as_deref().unwrap_or_default()
         )
+    }
+
+    fn noun(&self, locale: Locale) -> &'static str {
+        match locale {
+            Locale::En => "ECS service",
+            Locale::Ko => "ECS 서비스",
+        }
+    }
+
+    fn alert_resource(&self, r: &AwsResource) -> (String, Vec<Place>) {
+        let cluster = Place::Cluster(r.cluster.clone().unwrap_or_else(|| "?".into()));
+        (r.service.clone().unwrap_or_else(|| "?".into()), vec![cluster, Place::Region(r.region.clone())])
     }
 
     fn describe_verify(&self, p: &StepParameters) -> String {

@@ -18,7 +18,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::Severity;
 use crate::api::incident::{AwsResource, IncidentMetrics, IncidentSpec, IncidentType, ResourceKind};
 use crate::api::plan::{StepAction, StepParameters};
-use crate::api::policy::RecoveryPolicySpec;
+use crate::api::policy::{Locale, RecoveryPolicySpec};
 
 use super::outcomes::ActionOutcome;
 
@@ -85,6 +85,19 @@ pub trait TargetKind: Sync {
     fn describe_act(&self, p: &StepParameters) -> String;
     /// A sentence saying what the kind's verification waits for.
     fn describe_verify(&self, p: &StepParameters) -> String;
+    /// What alerts call a resource of this kind, per locale (`ECS service`, `ECS 서비스`).
+    fn noun(&self, locale: Locale) -> &'static str;
+    /// How an alert names a resource: its name, then what places it (cluster, region).
+    fn alert_resource(&self, r: &AwsResource) -> (String, Vec<Place>);
+}
+
+/// What places a resource in an alert's resource line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// The ECS cluster (the alert writes its word for "cluster" before it).
+    Cluster(String),
+    /// The region.
+    Region(String),
 }
 
 /// Every kind, in the order a policy's targets are listed: the API's list (whose CRD rules

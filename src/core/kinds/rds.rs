@@ -8,10 +8,10 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::Severity;
 use crate::api::incident::{AwsResource, IncidentMetrics, IncidentSpec, ResourceKind};
 use crate::api::plan::{StepAction, StepParameters};
-use crate::api::policy::RecoveryPolicySpec;
+use crate::api::policy::{Locale, RecoveryPolicySpec};
 use crate::core::outcomes::{ActionOutcome, Probe};
 
-use super::{PlanError, Target, TargetKind, Template, evidence, field, not_needed, resource};
+use super::{Place, PlanError, Target, TargetKind, Template, evidence, field, not_needed, resource};
 
 /// The kind.
 pub struct Rds;
@@ -87,6 +87,17 @@ impl TargetKind for Rds {
             p.identifier.as_deref().unwrap_or_default(),
             p.force_failover.unwrap_or(false)
         )
+    }
+
+    fn noun(&self, locale: Locale) -> &'static str {
+        match locale {
+            Locale::En => "RDS instance",
+            Locale::Ko => "RDS 인스턴스",
+        }
+    }
+
+    fn alert_resource(&self, r: &AwsResource) -> (String, Vec<Place>) {
+        (r.identifier.clone().unwrap_or_else(|| "?".into()), vec![Place::Region(r.region.clone())])
     }
 
     fn describe_verify(&self, p: &StepParameters) -> String {

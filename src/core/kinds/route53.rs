@@ -7,10 +7,10 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::Severity;
 use crate::api::incident::{AwsResource, IncidentMetrics, IncidentSpec, ResourceKind};
 use crate::api::plan::{StepAction, StepParameters};
-use crate::api::policy::{AliasTarget, RecoveryPolicySpec, Route53Failover};
+use crate::api::policy::{AliasTarget, Locale, RecoveryPolicySpec, Route53Failover};
 use crate::core::outcomes::{ActionOutcome, Probe};
 
-use super::{PlanError, Target, TargetKind, Template, evidence, field, not_needed, resource};
+use super::{Place, PlanError, Target, TargetKind, Template, evidence, field, not_needed, resource};
 
 /// The kind.
 pub struct Route53;
@@ -92,6 +92,18 @@ impl TargetKind for Route53 {
             p.record_name.as_deref().unwrap_or_default(),
             p.record_type.map(|t| t.as_str()).unwrap_or("A"),
         )
+    }
+
+    fn noun(&self, locale: Locale) -> &'static str {
+        match locale {
+            Locale::En => "Route 53 health check",
+            Locale::Ko => "Route 53 헬스 체크",
+        }
+    }
+
+    /// Route 53 is global: its region says nothing.
+    fn alert_resource(&self, r: &AwsResource) -> (String, Vec<Place>) {
+        (r.health_check_id.clone().unwrap_or_else(|| "?".into()), vec![])
     }
 
     fn describe_verify(&self, p: &StepParameters) -> String {
