@@ -16,7 +16,6 @@ pub mod error;
 pub mod kinds;
 pub mod probe;
 pub mod report;
-pub mod snapshot;
 
 pub use clients::{AwsSettings, ClientCache, Clients};
 pub use error::AwsFault;

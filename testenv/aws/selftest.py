@@ -469,6 +469,40 @@ def rds_overrides_reboot_failover(env):
 
 
 @check
+def rds_cluster_failover_takes_time_and_leaves_events(env):
+    """FailoverDBCluster: failing-over with the old writer for failoverSeconds, then the new."""
+    rds = env.client("rds")
+    rds.create_db_cluster(DBClusterIdentifier="aurora-1", Engine="aurora-postgresql",
+                          MasterUsername="u", MasterUserPassword="password123")
+    for ident in ("aurora-1-a", "aurora-1-b"):
+        rds.create_db_instance(DBInstanceIdentifier=ident, DBClusterIdentifier="aurora-1",
+                               DBInstanceClass="db.r6g.large", Engine="aurora-postgresql")
+
+    def state():
+        c = rds.describe_db_clusters(DBClusterIdentifier="aurora-1")["DBClusters"][0]
+        writer = [m["DBInstanceIdentifier"] for m in c["DBClusterMembers"] if m["IsClusterWriter"]]
+        return c["Status"], writer
+
+    status, before = state()
+    eq((status, len(before)), ("available", 1), "one writer to start")
+    env.ctl("POST", "/settings", {"rds": {"failoverSeconds": 1}})
+    try:
+        out = rds.failover_db_cluster(DBClusterIdentifier="aurora-1")["DBCluster"]
+        eq(out["Status"], "failing-over", "the answer says failing-over")
+        eq(state(), ("failing-over", before), "the old writer stays while failing over")
+        time.sleep(1.1)
+        status, after = state()
+        eq(status, "available", "done after failoverSeconds")
+        assert after and after != before, (before, after)
+        events = rds.describe_events(SourceIdentifier="aurora-1", SourceType="db-cluster")["Events"]
+        messages = [e["Message"] for e in events]
+        assert any(m.startswith("Started cross AZ failover") for m in messages), messages
+        assert any(m.startswith("Completed failover") for m in messages), messages
+    finally:
+        env.ctl("POST", "/settings", {"rds": {"failoverSeconds": 0}})
+
+
+@check
 def rds_filters(env):
     rds = rds_instance(env, "f1")
     rds_instance(env, "f2")

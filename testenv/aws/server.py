@@ -75,7 +75,8 @@ DELETE /_faults/log
 
 Behaviour settings (POST merges; GET shows; reset restores these defaults)
 POST   /_faults/settings {"ecs": {"settleOnCreate": true, "rolloutSeconds": 0},
-                          "rds": {"rebootSeconds": 0, "strictForceFailover": true},
+                          "rds": {"rebootSeconds": 0, "strictForceFailover": true,
+                                  "failoverSeconds": 0},
                           "route53": {"changePendingSeconds": 0, "changePendingCalls": 0}}
   ecs.settleOnCreate    CreateService yields runningCount=desiredCount, PRIMARY COMPLETED
                         (moto alone starts every service at runningCount 0).
@@ -90,6 +91,11 @@ POST   /_faults/settings {"ecs": {"settleOnCreate": true, "rolloutSeconds": 0},
                         MultiAZ instance swaps AvailabilityZone and SecondaryAvailabilityZone.
   rds.strictForceFailover  ForceFailover=true on a single-AZ instance fails with
                         InvalidParameterCombination (as AWS does; moto alone accepts it).
+  rds.failoverSeconds   FailoverDBCluster leaves the cluster "failing-over" with its old
+                        writer for this long (moto flips the writer at once); the first RDS
+                        call later completes it. Both ends are cluster events (DescribeEvents
+                        SourceType db-cluster): "Started cross AZ failover to DB instance"
+                        and "Completed failover to DB instance".
   route53.changePending*   ChangeResourceRecordSets gets a unique change id (moto alone always
                         answers /change/C2682N5HXP0BZ4) and GetChange says PENDING until both
                         N seconds have passed and N GetChange calls for it were answered PENDING.
@@ -177,7 +183,7 @@ SERVER_ERROR_CODES = {
 }
 DEFAULT_SETTINGS = {
     "ecs": {"settleOnCreate": True, "rolloutSeconds": 0},
-    "rds": {"rebootSeconds": 0, "strictForceFailover": True},
+    "rds": {"rebootSeconds": 0, "strictForceFailover": True, "failoverSeconds": 0},
     "route53": {"changePendingSeconds": 0, "changePendingCalls": 0},
 }
 ECS_PARAM_KEYS = (
@@ -442,6 +448,7 @@ class FaultLayer:
             self.ecs_rollouts: dict[tuple, dict] = {}
             self.rds_pins: dict[tuple, dict] = {}
             self.rds_reboots: dict[tuple, float] = {}
+            self.rds_failovers: dict[tuple, tuple[float, str]] = {}
             self.r53_health: dict[str, dict] = {}
             self.r53_changes: dict[str, dict] = {}
             # Held answers wait on their rule's event; removing the rule releases them.
@@ -861,6 +868,18 @@ class FaultLayer:
         with self.state_lock:
             reboots = list(self.rds_reboots.items())
             pins = list(self.rds_pins.items())
+            failovers = list(self.rds_failovers.items())
+        for key, (until, writer) in failovers:
+            if now < until:
+                continue
+            with self.state_lock:
+                self.rds_failovers.pop(key, None)
+            backend = self.rds_backend(key[1], key[0])
+            cluster, new = backend.clusters.get(key[2]), backend.databases.get(writer)
+            if cluster is not None and new is not None:
+                cluster.failover(new)
+                cluster.status = "available"
+                backend.add_event("DB_CLUSTER_FAILOVER_COMPLETED", ClusterEvents(cluster))
         for key, until in reboots:
             if now < until:
                 continue
@@ -1238,6 +1257,16 @@ def json_response(start_response, status, doc):
 # and adds what real AWS does)
 # ---------------------------------------------------------------------------
 
+class ClusterEvents:
+    """What moto's event log needs of a DB cluster (its clusters record no events)."""
+
+    event_source_type = "db-cluster"
+
+    def __init__(self, cluster) -> None:
+        self.resource_id = cluster.db_cluster_identifier
+        self.arn = cluster.db_cluster_arn
+
+
 def install_patches() -> None:
     from moto.core.responses import ActionResult
     from moto.ecs.models import EC2ContainerServiceBackend
@@ -1347,6 +1376,39 @@ def install_patches() -> None:
         return orig_reboot(self)
 
     RDSResponse.reboot_db_instance = reboot_db_instance
+
+    # FailoverDBCluster: moto moves the writer at once; RDS keeps the cluster
+    # "failing-over" with its old writer for a while, and records both ends as events.
+    RDSEvent.EVENT_MAP.setdefault("DB_CLUSTER_FAILOVER_STARTED", {
+        "Categories": ["failover"], "Message": "Started cross AZ failover to DB instance"})
+    RDSEvent.EVENT_MAP.setdefault("DB_CLUSTER_FAILOVER_COMPLETED", {
+        "Categories": ["failover"], "Message": "Completed failover to DB instance"})
+    orig_failover = RDSResponse.failover_db_cluster
+
+    def failover_db_cluster(self):
+        layer = LAYER
+        cluster = self.backend.clusters.get(self.params.get("DBClusterIdentifier"))
+        old = cluster.writer if cluster is not None else None
+        result = orig_failover(self)  # moto's checks and errors; the answer renders later
+        if layer is None or cluster is None:
+            return result
+        new = cluster.writer
+        self.backend.add_event("DB_CLUSTER_FAILOVER_STARTED", ClusterEvents(cluster))
+        ctx = getattr(THREAD, "ctx", None)
+        if ctx is not None and new is not None:
+            ctx["result"]["newWriter"] = new.db_instance_identifier
+        seconds = float(layer.settings["rds"]["failoverSeconds"] or 0)
+        if seconds > 0 and old is not None and new is not None and old is not new:
+            cluster.failover(old)
+            cluster.status = "failing-over"
+            key = (self.current_account, self.region, cluster.db_cluster_identifier)
+            with layer.state_lock:
+                layer.rds_failovers[key] = (time.time() + seconds, new.db_instance_identifier)
+        else:
+            self.backend.add_event("DB_CLUSTER_FAILOVER_COMPLETED", ClusterEvents(cluster))
+        return result
+
+    RDSResponse.failover_db_cluster = failover_db_cluster
 
     orig_status = Route53.get_health_check_status
     orig_change = Route53.change_resource_record_sets

@@ -16,9 +16,8 @@ use crate::core::kinds::{ecs as rules, evidence};
 use crate::core::steps::{ActionOutcome, VerifyOutcome};
 
 use super::super::report::ProbeReport;
-use super::super::snapshot::{self, ts};
 use super::super::{AwsFault, Clients};
-use super::{ActContext, failed, mutation_failed, now, once_ecs, param};
+use super::{ActContext, failed, mutation_failed, now, once_ecs, param, ts};
 
 /// ECS's limit on services per DescribeServices call.
 pub const BATCH: usize = 10;
@@ -72,7 +71,7 @@ pub async fn probe_batch(clients: &Clients, cluster: &str, services: Vec<String>
     };
     for svc in out.services() {
         let name = svc.service_name().unwrap_or_default();
-        report.probes.insert(key(name), rules::probe(&snapshot::ecs_service(svc)));
+        report.probes.insert(key(name), rules::probe(&snapshot(svc)));
     }
     for f in out.failures() {
         // The failure names the service by ARN; its last path segment is the name.
@@ -126,7 +125,7 @@ pub async fn restart(
         since,
         own_deployments: &ctx.own_deployments,
     };
-    rules::before_restart(&snapshot::ecs_service(&svc), &restart, now())?;
+    rules::before_restart(&snapshot(&svc), &restart, now())?;
     let out = {
         let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
         clients
@@ -185,4 +184,25 @@ pub async fn verify(
             ("desiredCount", desired.to_string()),
         ]),
     })
+}
+
+/// What the pure rules judge of one service.
+fn snapshot(svc: &aws_sdk_ecs::types::Service) -> rules::Service {
+    rules::Service {
+        running: svc.running_count(),
+        desired: svc.desired_count(),
+        pending: svc.pending_count(),
+        deployments: svc
+            .deployments()
+            .iter()
+            .map(|d| rules::Deployment {
+                id: d.id().unwrap_or_default().to_owned(),
+                status: d.status().unwrap_or_default().to_owned(),
+                created_at: d.created_at().and_then(ts),
+                rollout_state: d.rollout_state().map(|r| r.as_str().to_owned()),
+            })
+            .collect(),
+        // ECS lists events newest first.
+        events: svc.events().iter().take(5).filter_map(|e| e.message().map(str::to_owned)).collect(),
+    }
 }

@@ -8,6 +8,7 @@ pub mod rds;
 pub mod route53;
 
 use aws_config::retry::RetryConfig;
+use aws_sdk_ecs::primitives::DateTime;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::core::steps::ActionOutcome;
@@ -61,4 +62,9 @@ pub(crate) const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_sec
 
 pub(super) fn now() -> Timestamp {
     Timestamp::now()
+}
+
+/// An SDK time as a timestamp.
+pub(super) fn ts(dt: &DateTime) -> Option<Timestamp> {
+    Timestamp::new(dt.secs(), dt.subsec_nanos() as i32).ok()
 }

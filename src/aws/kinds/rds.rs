@@ -15,9 +15,8 @@ use crate::core::kinds::{evidence, rds as rules};
 use crate::core::steps::{ActionOutcome, VerifyOutcome};
 
 use super::super::report::ProbeReport;
-use super::super::snapshot;
 use super::super::{AwsFault, Clients};
-use super::{failed, mutation_failed, now, once_rds, param};
+use super::{failed, mutation_failed, now, once_rds, param, ts};
 
 /// Values per RDS filter we send in one call (the API's documented bound is 100).
 pub const BATCH: usize = 100;
@@ -61,7 +60,7 @@ pub async fn probe_batch(clients: &Clients, identifiers: Vec<String>) -> ProbeRe
         };
         for db in out.db_instances() {
             let id = db.db_instance_identifier().unwrap_or_default();
-            report.probes.insert(key(id), rules::probe(&snapshot::rds_instance(db)));
+            report.probes.insert(key(id), rules::probe(&instance(db)));
         }
         marker = out.marker().map(str::to_owned);
         if marker.is_none() {
@@ -104,10 +103,10 @@ pub async fn reboot(clients: &Clients, p: &StepParameters, since: Timestamp) -> 
             .start_time(DateTime::from_secs(since.as_second()));
         clients.observe("rds:DescribeEvents", call.send().await).map_err(failed)?
     };
-    rules::effect_since(&snapshot::rds_events(events.events()), since)?;
+    rules::effect_since(&event_snapshots(events.events()), since)?;
     // Then the instance as it is now: healthy, changing, stopped, or to be rebooted.
     let db = describe_instance(clients, id).await.map_err(failed)?;
-    let instance = snapshot::rds_instance(&db);
+    let instance = instance(&db);
     let reboot = rules::before_reboot(&instance, p.force_failover == Some(true), id, now())?;
     let out = {
         let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
@@ -139,7 +138,7 @@ pub async fn reboot(clients: &Clients, p: &StepParameters, since: Timestamp) -> 
 pub async fn verify(clients: &Clients, p: &StepParameters) -> Result<VerifyOutcome, String> {
     let id = p.identifier.as_deref().unwrap_or_default();
     let db = describe_instance(clients, id).await.map_err(|f| f.to_string())?;
-    let instance = snapshot::rds_instance(&db);
+    let instance = instance(&db);
     if !rules::is_healthy(&instance) {
         return Err(format!("instance {id} is {}", instance.status));
     }
@@ -150,4 +149,26 @@ pub async fn verify(clients: &Clients, p: &StepParameters) -> Result<VerifyOutco
             ("availabilityZone", db.availability_zone().unwrap_or_default().to_owned()),
         ]),
     })
+}
+
+/// What the pure rules judge of one instance.
+fn instance(db: &aws_sdk_rds::types::DbInstance) -> rules::Instance {
+    rules::Instance {
+        status: db.db_instance_status().unwrap_or("unknown").to_owned(),
+        endpoint: db.endpoint().and_then(|e| e.address()).map(str::to_owned),
+        multi_az: db.multi_az(),
+        availability_zones: [db.availability_zone(), db.secondary_availability_zone()]
+            .into_iter()
+            .flatten()
+            .map(str::to_owned)
+            .collect(),
+    }
+}
+
+/// RDS events.
+fn event_snapshots(events: &[aws_sdk_rds::types::Event]) -> Vec<rules::Event> {
+    events
+        .iter()
+        .map(|e| rules::Event { date: e.date().and_then(ts), message: e.message().unwrap_or_default().to_owned() })
+        .collect()
 }

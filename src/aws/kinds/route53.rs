@@ -15,7 +15,6 @@ use crate::core::kinds::{evidence, route53 as rules};
 use crate::core::steps::{ActionOutcome, VerifyOutcome};
 
 use super::super::report::ProbeReport;
-use super::super::snapshot;
 use super::super::{AwsFault, Clients};
 use super::{failed, mutation_failed, now, param};
 
@@ -36,7 +35,7 @@ pub async fn probe_one(clients: &Clients, id: &str) -> ProbeReport {
         .await;
     match result {
         Ok(out) => {
-            report.probes.insert(key, rules::probe(id, &snapshot::health_check(&out)));
+            report.probes.insert(key, rules::probe(id, &observations(&out)));
         }
         // A missing check is a target that does not exist, not AWS failing.
         Err(fault) if fault.code == "NoSuchHealthCheck" => {
@@ -75,7 +74,7 @@ async fn record_aliases_target(clients: &Clients, p: &StepParameters) -> Result<
                 .send()
         })
         .await?;
-    Ok(rules::aliases(&snapshot::records(out.resource_record_sets()), name, rr_type(p).as_str(), target))
+    Ok(rules::aliases(&records(out.resource_record_sets()), name, rr_type(p).as_str(), target))
 }
 
 pub async fn update_dns(clients: &Clients, p: &StepParameters) -> Result<ActionOutcome, ActionOutcome> {
@@ -95,7 +94,7 @@ pub async fn update_dns(clients: &Clients, p: &StepParameters) -> Result<ActionO
                     clients.route53.get_health_check_status().health_check_id(id).send()
                 })
                 .await
-                .map(|out| snapshot::health_check(&out))
+                .map(|out| observations(&out))
                 .map_err(failed)?,
         ),
         _ => None,
@@ -170,4 +169,28 @@ pub async fn verify(
         message: "the change is INSYNC and the record aliases the target".into(),
         evidence: ev,
     })
+}
+
+/// A health check's observations.
+fn observations(
+    out: &aws_sdk_route53::operation::get_health_check_status::GetHealthCheckStatusOutput,
+) -> rules::Observations {
+    rules::Observations {
+        statuses: out
+            .health_check_observations()
+            .iter()
+            .map(|o| o.status_report().and_then(|r| r.status()).unwrap_or_default().to_owned())
+            .collect(),
+    }
+}
+
+/// Record sets.
+fn records(sets: &[aws_sdk_route53::types::ResourceRecordSet]) -> Vec<rules::Record> {
+    sets.iter()
+        .map(|r| rules::Record {
+            name: r.name().to_owned(),
+            r#type: r.r#type().as_str().to_owned(),
+            alias: r.alias_target().map(|a| (a.dns_name().to_owned(), a.hosted_zone_id().to_owned())),
+        })
+        .collect()
 }
