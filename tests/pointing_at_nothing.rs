@@ -152,3 +152,22 @@ async fn an_unreachable_region_backs_off() {
     let gaps: Vec<f64> = spans.windows(2).map(|w| w[1].0 - w[0].0).collect();
     assert!(spans.len() <= 6 && gaps.last().is_some_and(|g| *g >= 7.0), "probe cycles (start, end): {spans:?}");
 }
+
+/// An Aurora instance listed under `rdsInstances`: it fails over with its cluster, never by
+/// RebootDBInstance, so the policy says where it belongs (and is not Ready) — even while the
+/// instance is healthy, before anything could go wrong.
+#[tokio::test]
+async fn an_aurora_instance_under_rds_instances() {
+    let cfg = aws::config().await;
+    let cluster = unique("misplaced");
+    let instance = format!("{cluster}-a");
+    aws::rds_cluster(&cfg, &cluster, std::slice::from_ref(&instance)).await;
+    let (message, _ctl, _ns) = points_at_nothing(
+        "misplaced",
+        spec("us-east-1", json!({"rdsInstances": [{"identifier": instance}]})),
+        "TargetsPlaced",
+        "TargetsMisplaced",
+    )
+    .await;
+    assert!(message.contains(&instance) && message.contains(&cluster) && message.contains("rdsClusters"), "{message}");
+}

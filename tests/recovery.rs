@@ -185,6 +185,42 @@ async fn dns_failover_aliases_the_target_zone() {
     d.heal().await;
 }
 
+/// A DB cluster whose writer fails: one FailoverDBCluster, a new writer verified, resolved.
+#[tokio::test]
+async fn cluster_failover_promotes_a_reader() {
+    let c = Broken::new(Kind::Cluster, "rec-cluster", json!({})).await;
+    let _ctl = ControllerProcess::start(&c.ns);
+    let done = plans::wait_phase(&c.client, &c.ns, PlanPhase::Completed, WAIT).await;
+    let calls = c.mutations().await;
+    assert_eq!(calls.len(), 1, "one FailoverDBCluster: {calls:?}");
+    let st = done.status.unwrap();
+    let (before, after) = (format!("{}-a", c.id), format!("{}-b", c.id));
+    assert_eq!(st.steps[0].evidence.get("writerBefore"), Some(&before), "{:?}", st.steps[0]);
+    assert_eq!(st.steps[1].evidence.get("writer"), Some(&after), "{:?}", st.steps[1]);
+    let inc = eventually("the incident resolved", WAIT, || async {
+        let inc = policy::incidents(&c.client, &c.ns).await.pop()?;
+        (inc.status.as_ref()?.phase == Some(IncidentPhase::Resolved)).then_some(inc)
+    })
+    .await;
+    assert_eq!(inc.spec.type_, aws_recovery_controller::api::incident::IncidentType::Database);
+    let out = kubectl(&["get", "incidents", "-n", &c.ns], None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("rdscluster/{}", c.id)));
+}
+
+/// A cluster with no available reader: the failover has nowhere to go; people take over,
+/// and RDS is never asked.
+#[tokio::test]
+async fn cluster_without_an_available_reader_fails_for_people() {
+    let c = Broken::new(Kind::Cluster, "rec-noreader", json!({})).await;
+    let reader = json!({"dbInstanceIdentifier": format!("{}-b", c.id), "status": "rebooting", "pin": true});
+    c.faults.rds_instance(reader).await;
+    let _ctl = ControllerProcess::start(&c.ns);
+    let failed = plans::wait_phase(&c.client, &c.ns, PlanPhase::Failed, WAIT).await;
+    let message = failed.status.unwrap().message.unwrap_or_default();
+    assert!(message.contains("no available reader"), "{message}");
+    assert!(c.mutations().await.is_empty(), "no FailoverDBCluster");
+}
+
 /// Kill test: the controller aborts at `failpoint`, a new one takes over, and the mutating
 /// call reaches AWS exactly once while the plan completes.
 async fn killed_at(failpoint: &str, kind: Kind) {
@@ -231,6 +267,9 @@ kill_tests! {
     kill_dns_after_in_progress: "after-in-progress", Kind::Dns;
     kill_dns_after_aws_call: "after-aws-call", Kind::Dns;
     kill_dns_before_completed: "before-completed", Kind::Dns;
+    kill_cluster_after_in_progress: "after-in-progress", Kind::Cluster;
+    kill_cluster_after_aws_call: "after-aws-call", Kind::Cluster;
+    kill_cluster_before_completed: "before-completed", Kind::Cluster;
 }
 
 #[tokio::test]

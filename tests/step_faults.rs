@@ -37,6 +37,7 @@ fn throttling(kind: Kind) -> &'static str {
         Kind::Ecs => "ThrottlingException",
         Kind::Rds => "Throttling",
         Kind::Dns => "PriorRequestNotComplete",
+        Kind::Cluster => "Throttling",
     }
 }
 
@@ -121,4 +122,8 @@ step_fault_tests! {
     dns_change_503: Kind::Dns, "503";
     dns_change_slower_than_the_timeout: Kind::Dns, "slow";
     dns_change_connection_reset: Kind::Dns, "reset";
+    cluster_failover_throttled: Kind::Cluster, "throttling";
+    cluster_failover_500: Kind::Cluster, "500";
+    cluster_failover_slower_than_the_timeout: Kind::Cluster, "slow";
+    cluster_failover_connection_reset: Kind::Cluster, "reset";
 }

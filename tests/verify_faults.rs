@@ -24,7 +24,7 @@ fn faults(kind: Kind) -> Vec<(serde_json::Value, &'static [&'static str])> {
     let throttling = match kind {
         Kind::Ecs => "ThrottlingException",
         Kind::Rds => "Throttling",
-        Kind::Dns => "Throttling",
+        Kind::Dns | Kind::Cluster => "Throttling",
     };
     vec![
         (json!({"error": throttling}), &["Throttling"]),

@@ -10,6 +10,8 @@ pub mod policy {
     pub const AWS_REACHABLE: &str = "AwsReachable";
     /// Every target named by the policy exists in AWS.
     pub const TARGETS_FOUND: &str = "TargetsFound";
+    /// Every target is listed under its kind (an Aurora instance is not under `rdsInstances`).
+    pub const TARGETS_PLACED: &str = "TargetsPlaced";
     /// Whether the policy-wide rails (mode, storm guard, circuit breaker) let plans act.
     pub const REMEDIATION_ALLOWED: &str = "RemediationAllowed";
     /// Whether the Secrets named by `alerts` exist with their keys.
@@ -47,6 +49,10 @@ pub mod reason {
     pub const FOUND: &str = "Found";
     /// Some targets do not exist (TargetsFound, and Ready).
     pub const TARGETS_MISSING: &str = "TargetsMissing";
+    /// TargetsPlaced: every target is listed under its kind.
+    pub const PLACED: &str = "Placed";
+    /// Some targets are listed under the wrong kind (TargetsPlaced, and Ready).
+    pub const TARGETS_MISPLACED: &str = "TargetsMisplaced";
     /// AlertsConfigured: the Secrets and keys are there.
     pub const SECRETS_FOUND: &str = "SecretsFound";
     /// AlertsConfigured: a Secret or key is missing.

@@ -89,6 +89,8 @@ pub enum ResourceKind {
     EcsService,
     /// An RDS DB instance.
     RdsInstance,
+    /// An RDS DB cluster (Aurora or Multi-AZ DB cluster).
+    RdsCluster,
     /// A Route 53 health check.
     Route53HealthCheck,
 }
@@ -98,7 +100,7 @@ pub enum ResourceKind {
 /// registers its behaviour).
 impl ResourceKind {
     /// Every kind, in the order a policy lists its targets.
-    pub const ALL: [Self; 3] = [Self::EcsService, Self::RdsInstance, Self::Route53HealthCheck];
+    pub const ALL: [Self; 4] = [Self::EcsService, Self::RdsInstance, Self::RdsCluster, Self::Route53HealthCheck];
 
     /// The name used in the API (and as a metric label).
     pub fn as_str(self) -> &'static str {
@@ -106,6 +108,7 @@ impl ResourceKind {
             Self::EcsService => "EcsService",
             Self::RdsInstance => "RdsInstance",
             Self::Route53HealthCheck => "Route53HealthCheck",
+            Self::RdsCluster => "RdsCluster",
         }
     }
 
@@ -115,6 +118,7 @@ impl ResourceKind {
             Self::EcsService => IncidentType::Service,
             Self::RdsInstance => IncidentType::Database,
             Self::Route53HealthCheck => IncidentType::Network,
+            Self::RdsCluster => IncidentType::Database,
         }
     }
 
@@ -124,6 +128,7 @@ impl ResourceKind {
             Self::EcsService => &["cluster", "service"],
             Self::RdsInstance => &["identifier"],
             Self::Route53HealthCheck => &["healthCheckId"],
+            Self::RdsCluster => &["identifier"],
         }
     }
 
@@ -134,6 +139,7 @@ impl ResourceKind {
             Self::EcsService => ("ecsServices", "ECS service group"),
             Self::RdsInstance => ("rdsInstances", "RDS instance"),
             Self::Route53HealthCheck => ("route53HealthChecks", "Route 53 health check"),
+            Self::RdsCluster => ("rdsClusters", "DB cluster"),
         }
     }
 }
@@ -279,6 +285,14 @@ pub struct IncidentMetrics {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
     pub availability_zones: Vec<String>,
+    /// DB cluster: the writer instance, if the cluster has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub writer: Option<String>,
+    /// DB cluster: each member as `instance (writer|reader): status`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub members: Vec<String>,
     /// Route 53: the health check the figures are for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_id: Option<String>,

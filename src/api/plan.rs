@@ -85,6 +85,11 @@ pub enum StepAction {
     UpdateDns,
     /// Wait for the change to be INSYNC and the record to alias the target.
     VerifyDns,
+    /// RDS FailoverDBCluster: a reader (the policy's failover target, if available) becomes
+    /// the writer.
+    FailoverCluster,
+    /// Wait for the cluster to be `available` with a different, `available` writer.
+    VerifyCluster,
 }
 
 impl StepAction {
@@ -92,8 +97,8 @@ impl StepAction {
     /// A `match` without a wildcard, so a new action must say which it is.
     pub fn is_mutating(self) -> bool {
         match self {
-            Self::RestartService | Self::FailoverDatabase | Self::UpdateDns => true,
-            Self::VerifyService | Self::VerifyDatabase | Self::VerifyDns => false,
+            Self::RestartService | Self::FailoverDatabase | Self::UpdateDns | Self::FailoverCluster => true,
+            Self::VerifyService | Self::VerifyDatabase | Self::VerifyDns | Self::VerifyCluster => false,
         }
     }
 
@@ -104,6 +109,7 @@ impl StepAction {
             Self::RestartService | Self::VerifyService => ResourceKind::EcsService,
             Self::FailoverDatabase | Self::VerifyDatabase => ResourceKind::RdsInstance,
             Self::UpdateDns | Self::VerifyDns => ResourceKind::Route53HealthCheck,
+            Self::FailoverCluster | Self::VerifyCluster => ResourceKind::RdsCluster,
         }
     }
 }
@@ -128,10 +134,19 @@ pub struct StepParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 255))]
     pub deployment_before: Option<String>,
-    /// RDS DB instance identifier.
+    /// RDS DB instance (or DB cluster) identifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     pub identifier: Option<String>,
+    /// DB cluster: the writer when the incident was detected; the failover's effect is
+    /// another writer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub writer_before: Option<String>,
+    /// DB cluster: the instance to promote, if it is an available reader then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub failover_target: Option<String>,
     /// RDS: reboot with ForceFailover (only ever true for a Multi-AZ instance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_failover: Option<bool>,

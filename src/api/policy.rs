@@ -102,6 +102,13 @@ pub struct Targets {
     #[schemars(length(max = 100))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["identifier"]))]
     pub rds_instances: Vec<RdsInstanceTarget>,
+    /// Aurora DB clusters and Multi-AZ DB clusters. Unhealthy when the cluster is not
+    /// `available`, has no writer, or its writer instance is not `available`; repaired by
+    /// FailoverDBCluster (a reader becomes the writer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["identifier"]))]
+    pub rds_clusters: Vec<RdsClusterTarget>,
     /// Route 53 health checks. Unhealthy when any checker reports a failure.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 50))]
@@ -135,6 +142,24 @@ pub struct RdsInstanceTarget {
     #[schemars(length(min = 1, max = 63), pattern(r"^[a-z](-?[a-z0-9])*$"))]
     pub identifier: String,
     /// Severity of an incident on this instance. Defaults to `critical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+}
+
+/// One RDS DB cluster (Aurora, or a Multi-AZ DB cluster).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RdsClusterTarget {
+    /// The DB cluster identifier: a lowercase letter, then lowercase letters, digits and
+    /// single hyphens.
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z](-?[a-z0-9])*$"))]
+    pub identifier: String,
+    /// The instance to promote when the cluster fails over, if it is an available reader
+    /// then; otherwise RDS chooses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z](-?[a-z0-9])*$"))]
+    pub failover_target: Option<String>,
+    /// Severity of an incident on this cluster. Defaults to `critical`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity: Option<Severity>,
 }

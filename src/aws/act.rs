@@ -10,7 +10,7 @@ use crate::core::steps::{ActionOutcome, Started, VerifyOutcome};
 
 use super::Clients;
 pub use super::kinds::ActContext;
-use super::kinds::{CLOCK_SKEW, ecs, rds, route53};
+use super::kinds::{CLOCK_SKEW, ecs, rds, rds_cluster, route53};
 
 /// Performs a mutating step: read, let the kind's rules decide, and only then act.
 pub async fn act(clients: &Clients, step: &Started, ctx: &ActContext) -> ActionOutcome {
@@ -23,7 +23,11 @@ pub async fn act(clients: &Clients, step: &Started, ctx: &ActContext) -> ActionO
         StepAction::RestartService => ecs::restart(clients, p, since, ctx).await,
         StepAction::FailoverDatabase => rds::reboot(clients, p, since).await,
         StepAction::UpdateDns => route53::update_dns(clients, p).await,
-        action @ (StepAction::VerifyService | StepAction::VerifyDatabase | StepAction::VerifyDns) => {
+        StepAction::FailoverCluster => rds_cluster::failover(clients, p, since).await,
+        action @ (StepAction::VerifyService
+        | StepAction::VerifyDatabase
+        | StepAction::VerifyDns
+        | StepAction::VerifyCluster) => {
             Err(ActionOutcome::Failed { message: format!("{action:?} is not an action"), retryable: false })
         }
     };
@@ -37,9 +41,11 @@ pub async fn verify(clients: &Clients, step: &Started) -> VerifyOutcome {
         StepAction::VerifyService => ecs::verify(clients, p, step.earlier_evidence()).await,
         StepAction::VerifyDatabase => rds::verify(clients, p).await,
         StepAction::VerifyDns => route53::verify(clients, p, step.earlier_evidence()).await,
-        action @ (StepAction::RestartService | StepAction::FailoverDatabase | StepAction::UpdateDns) => {
-            Err(format!("{action:?} is not a verification"))
-        }
+        StepAction::VerifyCluster => rds_cluster::verify(clients, p).await,
+        action @ (StepAction::RestartService
+        | StepAction::FailoverDatabase
+        | StepAction::UpdateDns
+        | StepAction::FailoverCluster) => Err(format!("{action:?} is not a verification")),
     };
     result.unwrap_or_else(|message| VerifyOutcome::NotYet { message })
 }

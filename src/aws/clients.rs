@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use super::AwsFault;
 use super::batch::Coalescer;
 use super::breaker::{Breaker, BreakerConfig};
-use super::kinds::{ecs, rds};
+use super::kinds::{ecs, rds, rds_cluster};
 use super::report::ProbeReport;
 use crate::metrics::Metrics;
 
@@ -135,6 +135,8 @@ pub struct Limits {
     pub ecs_batches: Coalescer<(Arc<str>, String), ProbeReport>,
     /// Open DescribeDBInstances batches by account.
     pub rds_batches: Coalescer<Arc<str>, ProbeReport>,
+    /// Open DescribeDBClusters batches by account.
+    pub rds_cluster_batches: Coalescer<Arc<str>, ProbeReport>,
 }
 
 impl Limits {
@@ -201,6 +203,7 @@ impl ClientCache {
             breaker: Breaker::new(settings.breaker),
             ecs_batches: Coalescer::new(settings.batch_window, ecs::BATCH),
             rds_batches: Coalescer::new(settings.batch_window, rds::BATCH),
+            rds_cluster_batches: Coalescer::new(settings.batch_window, rds_cluster::BATCH),
         });
         Self { base, attempt_timeout: settings.attempt_timeout, limits, metrics, clients: Mutex::new(HashMap::new()) }
     }

@@ -24,6 +24,7 @@ pub async fn probe_policy(clients: &Clients, spec: &RecoveryPolicySpec) -> Probe
         .flat_map(|kind| match kind {
             ResourceKind::EcsService => kinds::ecs::probes(clients, spec),
             ResourceKind::RdsInstance => kinds::rds::probes(clients, spec),
+            ResourceKind::RdsCluster => kinds::rds_cluster::probes(clients, spec),
             ResourceKind::Route53HealthCheck => kinds::route53::probes(clients, spec),
         })
         .collect();

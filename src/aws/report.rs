@@ -17,6 +17,9 @@ pub struct ProbeReport {
     pub faults: Vec<AwsFault>,
     /// Targets AWS says do not exist.
     pub missing: Vec<String>,
+    /// Targets listed under the wrong kind, by key, with what to do about it (an Aurora
+    /// instance under `rdsInstances` belongs under `rdsClusters`).
+    pub misplaced: BTreeMap<String, String>,
 }
 
 impl ProbeReport {
@@ -24,6 +27,7 @@ impl ProbeReport {
         self.probes.extend(other.probes);
         self.faults.extend(other.faults);
         self.missing.extend(other.missing);
+        self.misplaced.extend(other.misplaced);
     }
 
     /// What shared batches said about `keys`: their probes, which of them are missing, and
@@ -39,6 +43,8 @@ impl ProbeReport {
                 report.probes.insert(key.clone(), answer.probes[key].clone());
             }
             report.missing.extend(answer.missing.iter().filter(|m| keys.contains(m)).cloned());
+            let misplaced = answer.misplaced.iter().filter(|(k, _)| keys.contains(k));
+            report.misplaced.extend(misplaced.map(|(k, why)| (k.clone(), why.clone())));
             report.faults.extend(answer.faults.iter().cloned());
         }
         report

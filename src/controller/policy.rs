@@ -385,6 +385,12 @@ fn set_conditions(
             now,
         );
     }
+    let placed = report.misplaced.is_empty();
+    let (why, message) = match placed {
+        true => (reason::PLACED, "every target is listed under its kind".to_owned()),
+        false => (reason::TARGETS_MISPLACED, report.misplaced.values().cloned().collect::<Vec<_>>().join("; ")),
+    };
+    common::set_condition(cs, conditions::TARGETS_PLACED, placed, why, message, generation, now);
     let alerts_ok = match alerts {
         None => true,
         Some(Ok(())) => {
@@ -414,11 +420,14 @@ fn set_conditions(
         }
     };
     // A policy whose people cannot be told is not ready either, whatever AWS says.
-    let (ready, reason, message) = match (aws_ok, found, alerts_ok) {
-        (true, true, true) => (true, reason::PROBING, "probing every target"),
-        (false, _, _) => (false, reason::AWS_UNREACHABLE, "some targets could not be probed; see AwsReachable"),
-        (true, false, _) => (false, reason::TARGETS_MISSING, "some targets do not exist; see TargetsFound"),
-        (true, true, false) => {
+    let (ready, reason, message) = match (aws_ok, found, placed, alerts_ok) {
+        (true, true, true, true) => (true, reason::PROBING, "probing every target"),
+        (false, _, _, _) => (false, reason::AWS_UNREACHABLE, "some targets could not be probed; see AwsReachable"),
+        (true, false, _, _) => (false, reason::TARGETS_MISSING, "some targets do not exist; see TargetsFound"),
+        (true, true, false, _) => {
+            (false, reason::TARGETS_MISPLACED, "some targets are listed under the wrong kind; see TargetsPlaced")
+        }
+        (true, true, true, false) => {
             (false, reason::ALERTS_NOT_CONFIGURED, "alerts cannot be delivered; see AlertsConfigured")
         }
     };

@@ -49,6 +49,30 @@ pub async fn rds_instance(cfg: &SdkConfig, id: &str, multi_az: bool) {
         .expect("create db instance");
 }
 
+/// An Aurora PostgreSQL cluster with the given instances; the first one created is its
+/// writer.
+pub async fn rds_cluster(cfg: &SdkConfig, id: &str, instances: &[String]) {
+    let rds = aws_sdk_rds::Client::new(cfg);
+    rds.create_db_cluster()
+        .db_cluster_identifier(id)
+        .engine("aurora-postgresql")
+        .master_username("admin")
+        .master_user_password("password123")
+        .send()
+        .await
+        .expect("create db cluster");
+    for instance in instances {
+        rds.create_db_instance()
+            .db_instance_identifier(instance)
+            .db_cluster_identifier(id)
+            .engine("aurora-postgresql")
+            .db_instance_class("db.r6g.large")
+            .send()
+            .await
+            .expect("create cluster instance");
+    }
+}
+
 /// A Route 53 health check; returns its id.
 pub async fn health_check(cfg: &SdkConfig, fqdn: &str) -> String {
     let out = aws_sdk_route53::Client::new(cfg)

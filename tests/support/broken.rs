@@ -15,6 +15,8 @@ pub enum Kind {
     Rds,
     /// UpdateDns → VerifyDns.
     Dns,
+    /// FailoverCluster → VerifyCluster.
+    Cluster,
 }
 
 /// A broken target, its policy `p` (probed every 2s, one failed probe opens an incident) in
@@ -70,6 +72,16 @@ impl Broken {
                     "aliasTarget": {"dnsName": "backup-lb.elb.amazonaws.com", "hostedZoneId": "Z35SXDOTRQ7X7K", "evaluateTargetHealth": true}}}]});
                 (zone, Some(hc), Some(record), targets)
             }
+            Kind::Cluster => {
+                // The writer is pinned failed; a failover to the reader repairs the cluster.
+                let cluster = unique("fcl");
+                let members = [format!("{cluster}-a"), format!("{cluster}-b")];
+                aws::rds_cluster(&cfg, &cluster, &members).await;
+                let pin = json!({"dbInstanceIdentifier": members[0], "status": "failed", "pin": true});
+                faults.rds_instance(pin).await;
+                let targets = json!({"rdsClusters": [{"identifier": cluster}]});
+                (cluster, None, None, targets)
+            }
         };
         let mut r = json!({"mode": "Automatic", "stepTimeout": "120s", "cooldown": "0s", "maxUnhealthyPercent": 100});
         r.as_object_mut().expect("an object").extend(remediation.as_object().cloned().unwrap_or_default());
@@ -90,6 +102,7 @@ impl Broken {
             Kind::Ecs => ("ecs", "UpdateService", "cluster"),
             Kind::Rds => ("rds", "RebootDBInstance", "DBInstanceIdentifier"),
             Kind::Dns => ("route53", "ChangeResourceRecordSets", "HostedZoneId"),
+            Kind::Cluster => ("rds", "FailoverDBCluster", "DBClusterIdentifier"),
         }
     }
 
@@ -106,6 +119,7 @@ impl Broken {
             Kind::Ecs => self.rule("ecs", "DescribeServices", "cluster", fault),
             Kind::Rds => self.rule("rds", "DescribeDBInstances", "DBInstanceIdentifier", fault),
             Kind::Dns => self.rule("route53", "ListResourceRecordSets", "HostedZoneId", fault),
+            Kind::Cluster => self.rule("rds", "DescribeDBClusters", "Filters", fault),
         }
     }
 
@@ -141,6 +155,12 @@ impl Broken {
             }
             Kind::Dns => {
                 self.faults.clear_health_check(self.health_check.as_deref().expect("a health check")).await;
+            }
+            // The failover made the reader the writer; the old writer comes back as a reader.
+            Kind::Cluster => {
+                let body =
+                    json!({"dbInstanceIdentifier": format!("{}-a", self.id), "status": "available", "pin": false});
+                self.faults.rds_instance(body).await;
             }
         }
     }

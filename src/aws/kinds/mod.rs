@@ -5,6 +5,7 @@
 
 pub mod ecs;
 pub mod rds;
+pub mod rds_cluster;
 pub mod route53;
 
 use aws_config::retry::RetryConfig;

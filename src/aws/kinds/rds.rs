@@ -60,7 +60,11 @@ pub async fn probe_batch(clients: &Clients, identifiers: Vec<String>) -> ProbeRe
         };
         for db in out.db_instances() {
             let id = db.db_instance_identifier().unwrap_or_default();
-            report.probes.insert(key(id), rules::probe(&instance(db)));
+            let snapshot = instance(db);
+            if let Some(why) = rules::misplaced(&snapshot, id) {
+                report.misplaced.insert(key(id), why);
+            }
+            report.probes.insert(key(id), rules::probe(&snapshot));
         }
         marker = out.marker().map(str::to_owned);
         if marker.is_none() {
@@ -93,17 +97,8 @@ async fn describe_instance(clients: &Clients, id: &str) -> Result<aws_sdk_rds::t
 pub async fn reboot(clients: &Clients, p: &StepParameters, since: Timestamp) -> Result<ActionOutcome, ActionOutcome> {
     let id = param(&p.identifier, "identifier")?;
     // Check first: RDS records a reboot (and a failover) as events of the instance.
-    let events = {
-        let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
-        let call = clients
-            .rds
-            .describe_events()
-            .source_identifier(id)
-            .source_type(SourceType::DbInstance)
-            .start_time(DateTime::from_secs(since.as_second()));
-        clients.observe("rds:DescribeEvents", call.send().await).map_err(failed)?
-    };
-    rules::effect_since(&event_snapshots(events.events()), since)?;
+    let events = events_since(clients, id, SourceType::DbInstance, since).await.map_err(failed)?;
+    rules::effect_since(&events, since)?;
     // Then the instance as it is now: healthy, changing, stopped, or to be rebooted.
     let db = describe_instance(clients, id).await.map_err(failed)?;
     let instance = instance(&db);
@@ -162,13 +157,31 @@ fn instance(db: &aws_sdk_rds::types::DbInstance) -> rules::Instance {
             .flatten()
             .map(str::to_owned)
             .collect(),
+        cluster: db.db_cluster_identifier().map(str::to_owned),
     }
 }
 
-/// RDS events.
-fn event_snapshots(events: &[aws_sdk_rds::types::Event]) -> Vec<rules::Event> {
-    events
+/// RDS events of an instance or a cluster since `since` (DescribeEvents): where RDS
+/// records reboots and failovers, for the check-first reads.
+pub(super) async fn events_since(
+    clients: &Clients,
+    id: &str,
+    source: SourceType,
+    since: Timestamp,
+) -> Result<Vec<rules::Event>, AwsFault> {
+    let out = {
+        let _permit = clients.limits.in_flight.acquire().await.expect("never closed");
+        let call = clients
+            .rds
+            .describe_events()
+            .source_identifier(id)
+            .source_type(source)
+            .start_time(DateTime::from_secs(since.as_second()));
+        clients.observe("rds:DescribeEvents", call.send().await)?
+    };
+    Ok(out
+        .events()
         .iter()
         .map(|e| rules::Event { date: e.date().and_then(ts), message: e.message().unwrap_or_default().to_owned() })
-        .collect()
+        .collect())
 }

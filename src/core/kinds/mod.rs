@@ -9,6 +9,7 @@
 
 pub mod ecs;
 pub mod rds;
+pub mod rds_cluster;
 pub mod route53;
 
 use std::collections::BTreeMap;
@@ -102,7 +103,7 @@ pub enum Place {
 
 /// Every kind, in the order a policy's targets are listed: the API's list (whose CRD rules
 /// are made from it).
-pub const ALL: [ResourceKind; 3] = ResourceKind::ALL;
+pub const ALL: [ResourceKind; 4] = ResourceKind::ALL;
 
 /// The pure half of a kind.
 pub fn of(kind: ResourceKind) -> &'static dyn TargetKind {
@@ -110,6 +111,7 @@ pub fn of(kind: ResourceKind) -> &'static dyn TargetKind {
         ResourceKind::EcsService => &ecs::Ecs,
         ResourceKind::RdsInstance => &rds::Rds,
         ResourceKind::Route53HealthCheck => &route53::Route53,
+        ResourceKind::RdsCluster => &rds_cluster::RdsCluster,
     }
 }
 

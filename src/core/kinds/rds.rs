@@ -116,6 +116,15 @@ pub struct Instance {
     pub multi_az: Option<bool>,
     /// Primary and secondary availability zones.
     pub availability_zones: Vec<String>,
+    /// The DB cluster it belongs to (Aurora, Multi-AZ DB clusters), if any.
+    pub cluster: Option<String>,
+}
+
+/// Why an instance of a DB cluster is not a target of this kind, if it is one: a cluster's
+/// instances fail over with the cluster (RebootDBInstance with ForceFailover is not
+/// supported for them), so the cluster is the target.
+pub fn misplaced(i: &Instance, id: &str) -> Option<String> {
+    i.cluster.as_ref().map(|c| format!("instance {id} belongs to DB cluster {c}: list the cluster under rdsClusters"))
 }
 
 /// One RDS event of the instance (DescribeEvents).
@@ -206,6 +215,9 @@ pub fn before_reboot(
         ]);
         return Err(not_needed(format!("instance {id} is {}", i.status), ev, read_at));
     }
+    if let Some(why) = misplaced(i, id) {
+        return Err(ActionOutcome::Failed { message: format!("not rebooted: {why}"), retryable: false });
+    }
     if TRANSIENT.contains(&i.status.as_str()) {
         return Err(ActionOutcome::Deferred {
             message: format!("instance {id} is {}; not rebooting an instance that is already changing", i.status),
@@ -272,6 +284,7 @@ mod tests {
             (db("rebooting", true), true, Err("wait")),
             (db("modifying", false), true, Err("wait")),
             (db("stopped", false), true, Err("failed")),
+            (Instance { cluster: Some("aurora".into()), ..db("failed", false) }, true, Err("failed")),
         ];
         for (i, planned, want) in cases {
             let got = before_reboot(&i, planned, "db1", at(5)).map(|r| r.force_failover).map_err(|o| match o {
