@@ -45,6 +45,10 @@ async fn faults_while_verifying(kind: Kind) {
     if kind == Kind::Dns {
         b.faults.settings(json!({"route53": {"changePendingSeconds": 3600}})).await;
     }
+    // A cluster's failover stays under way (failing-over) until the faults are done.
+    if kind == Kind::Cluster {
+        b.faults.rds_cluster(json!({"dbClusterIdentifier": b.id, "failoverSeconds": 3600})).await;
+    }
     let _ctl = ControllerProcess::start_args(&["--namespace", &b.ns, "--aws-attempt-timeout", "2s"], &[]);
     let plan = eventually("the verify step", WAIT, || async {
         plans::all(&b.client, &b.ns)
@@ -82,6 +86,9 @@ async fn faults_while_verifying(kind: Kind) {
         assert_eq!(verify_step(&p).unwrap().phase, StepPhase::InProgress);
     }
     b.heal().await;
+    if kind == Kind::Cluster {
+        b.faults.rds_cluster(json!({"dbClusterIdentifier": b.id, "completeFailover": true})).await;
+    }
     if let Some(id) = &change {
         b.faults.force_change(id, "INSYNC").await;
     }
@@ -107,4 +114,9 @@ async fn rds_verify_rides_out_every_fault() {
 #[tokio::test]
 async fn dns_verify_rides_out_every_fault() {
     faults_while_verifying(Kind::Dns).await;
+}
+
+#[tokio::test]
+async fn cluster_verify_rides_out_every_fault() {
+    faults_while_verifying(Kind::Cluster).await;
 }

@@ -500,6 +500,13 @@ def rds_cluster_failover_takes_time_and_leaves_events(env):
         assert any(m.startswith("Completed failover") for m in messages), messages
     finally:
         env.ctl("POST", "/settings", {"rds": {"failoverSeconds": 0}})
+    # Per cluster: a failover that lasts until the test finishes it.
+    env.ctl("POST", "/rds/clusters", {"dbClusterIdentifier": "aurora-1", "failoverSeconds": 3600})
+    rds.failover_db_cluster(DBClusterIdentifier="aurora-1")
+    eq(state(), ("failing-over", after), "held failing over")
+    out = env.ctl("POST", "/rds/clusters", {"dbClusterIdentifier": "aurora-1", "completeFailover": True})
+    eq(out["failingOverTo"], before[0], "back to the first writer")
+    eq(state(), ("available", before), "finished on demand")
 
 
 @check

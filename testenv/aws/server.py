@@ -132,6 +132,8 @@ POST   /_faults/rds/instances {"dbInstanceIdentifier": "db1", "status": "failed"
        -> instance state
 GET    /_faults/rds/instances?dbInstanceIdentifier=db1
 DELETE /_faults/rds/instances[?dbInstanceIdentifier=]
+POST   /_faults/rds/clusters {"dbClusterIdentifier": "c1", "failoverSeconds": 3600,
+          "completeFailover": true}   per-cluster rds.failoverSeconds; finish a failover now
 
 Route 53
 POST   /_faults/route53/healthchecks {"healthCheckId": "ID", "failing": 2, "total": 3,
@@ -449,6 +451,7 @@ class FaultLayer:
             self.rds_pins: dict[tuple, dict] = {}
             self.rds_reboots: dict[tuple, float] = {}
             self.rds_failovers: dict[tuple, tuple[float, str]] = {}
+            self.rds_cluster_failover_seconds: dict[tuple, float] = {}
             self.r53_health: dict[str, dict] = {}
             self.r53_changes: dict[str, dict] = {}
             # Held answers wait on their rule's event; removing the rule releases them.
@@ -960,6 +963,8 @@ class FaultLayer:
             return self.ctl_ecs(method, query, doc)
         if route == "rds/instances":
             return self.ctl_rds(method, query, doc)
+        if route == "rds/clusters":
+            return self.ctl_rds_cluster(method, doc)
         if parts[:2] == ["route53", "healthchecks"]:
             return self.ctl_r53_health(method, parts[2:], doc)
         if parts[:2] == ["route53", "changes"]:
@@ -1168,6 +1173,24 @@ class FaultLayer:
         if "secondaryAvailabilityZone" in doc:
             db.secondary_availability_zone = doc["secondaryAvailabilityZone"]
         return 200, self.rds_state(key, db)
+
+    def ctl_rds_cluster(self, method, doc):
+        """Per cluster: how long its failovers take, and finishing one now."""
+        if method != "POST":
+            raise ControlError(405, f"{method} not supported here")
+        ident = doc.get("dbClusterIdentifier")
+        if not ident:
+            raise ControlError(400, "dbClusterIdentifier is required")
+        key = (doc.get("accountId") or self.account_id, doc.get("region") or DEFAULT_REGION, ident)
+        with self.state_lock:
+            if "failoverSeconds" in doc:
+                self.rds_cluster_failover_seconds[key] = doc["failoverSeconds"]
+            if doc.get("completeFailover") and key in self.rds_failovers:
+                self.rds_failovers[key] = (0.0, self.rds_failovers[key][1])
+            pending = self.rds_failovers.get(key)
+        if doc.get("completeFailover"):
+            self._rds_tick(time.time())
+        return 200, {"dbClusterIdentifier": ident, "failingOverTo": pending[1] if pending else None}
 
     # Route 53 ----------------------------------------------------------
     def ctl_r53_health(self, method, rest, doc):
@@ -1397,11 +1420,13 @@ def install_patches() -> None:
         ctx = getattr(THREAD, "ctx", None)
         if ctx is not None and new is not None:
             ctx["result"]["newWriter"] = new.db_instance_identifier
-        seconds = float(layer.settings["rds"]["failoverSeconds"] or 0)
+        key = (self.current_account, self.region, cluster.db_cluster_identifier)
+        with layer.state_lock:
+            seconds = layer.rds_cluster_failover_seconds.get(key, layer.settings["rds"]["failoverSeconds"])
+        seconds = float(seconds or 0)
         if seconds > 0 and old is not None and new is not None and old is not new:
             cluster.failover(old)
             cluster.status = "failing-over"
-            key = (self.current_account, self.region, cluster.db_cluster_identifier)
             with layer.state_lock:
                 layer.rds_failovers[key] = (time.time() + seconds, new.db_instance_identifier)
         else:

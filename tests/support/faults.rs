@@ -77,6 +77,11 @@ impl Faults {
         self.send(reqwest::Method::POST, "/rds/instances", Some(body)).await
     }
 
+    /// DB cluster behaviour (`failoverSeconds`, `completeFailover`).
+    pub async fn rds_cluster(&self, body: Value) -> Value {
+        self.send(reqwest::Method::POST, "/rds/clusters", Some(body)).await
+    }
+
     /// Route 53 health check override (`failing` of `total` checkers fail).
     pub async fn health_check(&self, id: &str, failing: u32, total: u32) -> Value {
         self.send(
