@@ -32,6 +32,8 @@ pub(crate) struct Texts {
     pub yes: &'static str,
     pub no: &'static str,
     pub endpoint: &'static str,
+    pub writer: &'static str,
+    pub members: &'static str,
     pub zones: &'static str,
     pub checkers: &'static str,
     pub checkers_value: &'static str,
@@ -70,6 +72,8 @@ const EN: Texts = Texts {
     yes: "yes",
     no: "no",
     endpoint: "Endpoint",
+    writer: "Writer",
+    members: "Members",
     zones: "Availability zones",
     checkers: "Health checkers",
     checkers_value: "{failing} of {total} failing",
@@ -106,6 +110,8 @@ const KO: Texts = Texts {
     yes: "예",
     no: "아니요",
     endpoint: "엔드포인트",
+    writer: "라이터",
+    members: "멤버",
     zones: "가용 영역",
     checkers: "헬스 체커",
     checkers_value: "{total}개 중 {failing}개 실패",
@@ -279,6 +285,12 @@ fn metric_fields(m: &IncidentMetrics, t: &Texts) -> Vec<(String, String)> {
     if let Some(e) = &m.endpoint {
         out.push((t.endpoint.to_string(), e.clone()));
     }
+    if let Some(w) = &m.writer {
+        out.push((t.writer.to_string(), w.clone()));
+    }
+    if !m.members.is_empty() {
+        out.push((t.members.to_string(), m.members.join(", ")));
+    }
     if !m.availability_zones.is_empty() {
         out.push((t.zones.to_string(), m.availability_zones.join(", ")));
     }
@@ -395,6 +407,42 @@ mod tests {
         assert_eq!(title(&a), "[CRITICAL] database Incident Resolved");
         a.locale = Locale::Ko;
         assert_eq!(title(&a), "[CRITICAL] database 인시던트 해결");
+    }
+
+    /// A DB cluster names itself, its region, its writer and members, in both locales.
+    #[test]
+    fn a_cluster_alert_names_writer_and_members() {
+        let mut a = alert(AlertKind::Detected);
+        a.incident.type_ = crate::api::incident::IncidentType::Database;
+        a.incident.resource = crate::api::incident::AwsResource {
+            kind: crate::api::incident::ResourceKind::RdsCluster,
+            region: "eu-west-1".into(),
+            cluster: None,
+            service: None,
+            identifier: Some("payments-aurora".into()),
+            health_check_id: None,
+        };
+        a.metrics = Some(IncidentMetrics {
+            db_status: Some("available".into()),
+            writer: Some("payments-aurora-a".into()),
+            members: vec!["payments-aurora-a (writer): failed".into(), "payments-aurora-b (reader): available".into()],
+            ..IncidentMetrics::default()
+        });
+        let shown = |a: &Alert| facts(a).fields;
+        let en = shown(&a);
+        let has = |fields: &[(String, String)], label: &str, value: &str| {
+            fields.iter().any(|(l, v)| l == label && v == value)
+        };
+        assert!(has(&en, "AWS resource", "DB cluster payments-aurora (eu-west-1)"), "{en:?}");
+        assert!(has(&en, "Writer", "payments-aurora-a"), "{en:?}");
+        assert!(
+            has(&en, "Members", "payments-aurora-a (writer): failed, payments-aurora-b (reader): available"),
+            "{en:?}"
+        );
+        a.locale = Locale::Ko;
+        let ko = shown(&a);
+        assert!(ko.iter().any(|(_, v)| v == "DB 클러스터 payments-aurora (eu-west-1)"), "{ko:?}");
+        assert!(has(&ko, "라이터", "payments-aurora-a"), "{ko:?}");
     }
 
     #[test]
