@@ -111,7 +111,7 @@ async fn describe_service(
     })
 }
 
-pub async fn restart(
+pub(in crate::aws) async fn restart(
     clients: &Clients,
     p: &StepParameters,
     since: Timestamp,
@@ -157,7 +157,7 @@ pub async fn restart(
     })
 }
 
-pub async fn verify(
+pub(in crate::aws) async fn verify(
     clients: &Clients,
     p: &StepParameters,
     earlier: &BTreeMap<String, String>,

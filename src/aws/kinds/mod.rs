@@ -1,7 +1,9 @@
 //! The SDK half of each target kind: its probe (batched), its action (which takes the
 //! `Started` token, so nothing reaches AWS before `InProgress` is persisted) and its
 //! verification. Each reads AWS into the snapshot its pure half (`core::kinds`) judges, and
-//! does what that decides. `aws::probe` and `aws::act` dispatch to them, one arm per kind.
+//! does what that decides. `aws::probe` and `aws::act` dispatch to them, one arm per kind;
+//! actions and verifications are visible to `aws` only, so the one way to reach them is
+//! `aws::act`, which takes the `Started` token.
 
 pub mod ecs;
 pub mod rds;

@@ -94,7 +94,11 @@ async fn describe_instance(clients: &Clients, id: &str) -> Result<aws_sdk_rds::t
     })
 }
 
-pub async fn reboot(clients: &Clients, p: &StepParameters, since: Timestamp) -> Result<ActionOutcome, ActionOutcome> {
+pub(in crate::aws) async fn reboot(
+    clients: &Clients,
+    p: &StepParameters,
+    since: Timestamp,
+) -> Result<ActionOutcome, ActionOutcome> {
     let id = param(&p.identifier, "identifier")?;
     // Check first: RDS records a reboot (and a failover) as events of the instance.
     let events = events_since(clients, id, SourceType::DbInstance, since).await.map_err(failed)?;
@@ -130,7 +134,7 @@ pub async fn reboot(clients: &Clients, p: &StepParameters, since: Timestamp) -> 
     })
 }
 
-pub async fn verify(clients: &Clients, p: &StepParameters) -> Result<VerifyOutcome, String> {
+pub(in crate::aws) async fn verify(clients: &Clients, p: &StepParameters) -> Result<VerifyOutcome, String> {
     let id = p.identifier.as_deref().unwrap_or_default();
     let db = describe_instance(clients, id).await.map_err(|f| f.to_string())?;
     let instance = instance(&db);

@@ -130,7 +130,11 @@ async fn cluster(clients: &Clients, id: &str) -> Result<rules::Cluster, AwsFault
 
 /// Check first (the writer changed, or a failover event since the step started), then the
 /// pre-checks, then one FailoverDBCluster.
-pub async fn failover(clients: &Clients, p: &StepParameters, since: Timestamp) -> Result<ActionOutcome, ActionOutcome> {
+pub(in crate::aws) async fn failover(
+    clients: &Clients,
+    p: &StepParameters,
+    since: Timestamp,
+) -> Result<ActionOutcome, ActionOutcome> {
     let id = param(&p.identifier, "identifier")?;
     let events = super::rds::events_since(clients, id, SourceType::DbCluster, since).await.map_err(failed)?;
     let c = cluster(clients, id).await.map_err(failed)?;
@@ -174,7 +178,7 @@ fn refused_or_failed(f: AwsFault) -> ActionOutcome {
 }
 
 /// The cluster is `available` with an `available` writer other than the one before.
-pub async fn verify(clients: &Clients, p: &StepParameters) -> Result<VerifyOutcome, String> {
+pub(in crate::aws) async fn verify(clients: &Clients, p: &StepParameters) -> Result<VerifyOutcome, String> {
     let id = p.identifier.as_deref().unwrap_or_default();
     let c = cluster(clients, id).await.map_err(|f| f.to_string())?;
     let writer = rules::verified(&c, p.writer_before.as_deref())?;

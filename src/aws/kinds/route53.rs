@@ -77,7 +77,7 @@ async fn record_aliases_target(clients: &Clients, p: &StepParameters) -> Result<
     Ok(rules::aliases(&records(out.resource_record_sets()), name, rr_type(p).as_str(), target))
 }
 
-pub async fn update_dns(clients: &Clients, p: &StepParameters) -> Result<ActionOutcome, ActionOutcome> {
+pub(in crate::aws) async fn update_dns(clients: &Clients, p: &StepParameters) -> Result<ActionOutcome, ActionOutcome> {
     let zone = param(&p.hosted_zone_id, "hostedZoneId")?;
     let name = param(&p.record_name, "recordName")?;
     let target = p
@@ -145,7 +145,7 @@ pub async fn update_dns(clients: &Clients, p: &StepParameters) -> Result<ActionO
     })
 }
 
-pub async fn verify(
+pub(in crate::aws) async fn verify(
     clients: &Clients,
     p: &StepParameters,
     earlier: &BTreeMap<String, String>,
