@@ -54,17 +54,11 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
-/// Labels: resource kind.
+/// Labels: a kind, as the API names it: of a target (`EcsService`, `RdsCluster`, …) or of
+/// an object (`RecoveryPolicy`, `Incident`, `RecoveryPlan`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
-    /// `EcsService`, `RdsInstance`, `Route53HealthCheck`.
-    pub kind: &'static str,
-}
-
-/// Labels: an object kind (owned: the API's kind names).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ObjectKindLabel {
-    /// `RecoveryPolicy`, `Incident`, `RecoveryPlan`.
+    /// The kind.
     pub kind: String,
 }
 
@@ -102,7 +96,7 @@ pub struct Metrics {
     /// targets that recovered by themselves.
     pub plans_not_needed: Family<KindLabel, Counter>,
     /// Objects seen by a watch that this controller cannot decode, by kind.
-    pub undecodable: Family<ObjectKindLabel, Counter>,
+    pub undecodable: Family<KindLabel, Counter>,
     /// Step duration by action.
     pub step_seconds: Family<ActionLabel, Histogram>,
     /// One policy's probe cycle: all of its AWS calls (the count is the number of cycles).
@@ -203,7 +197,7 @@ impl Metrics {
 
     /// Records an object that does not decode.
     pub fn undecodable(&self, kind: String) {
-        self.undecodable.get_or_create(&ObjectKindLabel { kind }).inc();
+        self.undecodable.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// Records one reconcile.

@@ -53,8 +53,12 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
     // lags costs a conflict, never a second action. Acting on a step already in progress
     // is done without such a write, so that is decided on the plan as persisted.
     let in_action = plan.status.as_ref().is_some_and(|st| in_action(&plan.spec, st));
+    let plan_uid = plan.metadata.uid.clone().unwrap_or_default();
     let plan = if in_action { plans.get_opt(&plan.name_any()).await?.map(Arc::new) } else { Some(plan) };
-    let Some(plan) = plan else { return Ok(Action::await_change()) };
+    let Some(plan) = plan else {
+        ctx.plan_finished(&plan_uid); // deleted while a step was in progress
+        return Ok(Action::await_change());
+    };
     let mut plan = Arc::unwrap_or_clone(plan);
     release_once_started(&plan, &mut guard);
     // A plan about to start counts its policy's other plans as persisted (under the lock,
@@ -94,7 +98,7 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
     let siblings: Vec<RecoveryPlan> = siblings;
     let (policy, incident) = (policy.as_deref(), incident.as_deref());
     let settings = settings(policy, ctx.aws.attempt_timeout);
-    let uid = plan.metadata.uid.clone().unwrap_or_default();
+    let uid = plan_uid;
 
     // Transitions are applied to `working` and written together: before a mutating call
     // (its InProgress must be on record first), and whenever the reconcile stops to wait.
@@ -234,7 +238,8 @@ fn record(ctx: &Context, plan: &RecoveryPlan, t: &Transition) {
         Transition::NotNeeded { .. } => {
             ctx.metrics.plans.get_or_create(&OutcomeLabel { outcome: "not_needed" }).inc();
             if let Some(step) = plan.spec.steps.first() {
-                ctx.metrics.plans_not_needed.get_or_create(&KindLabel { kind: step.action.kind().as_str() }).inc();
+                let kind = KindLabel { kind: step.action.kind().as_str().to_owned() };
+                ctx.metrics.plans_not_needed.get_or_create(&kind).inc();
             }
         }
         Transition::StepCompleted { order, action, .. } | Transition::StepFailed { order, action, .. } => {
