@@ -9,3 +9,4 @@ pub mod controller;
 pub mod core;
 pub mod metrics;
 pub mod server;
+pub mod webhook;

@@ -91,6 +91,15 @@ struct RunArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "RECOVERY_METRICS_ADDR", default_value = "127.0.0.1:8080")]
     metrics_addr: SocketAddr,
+    /// Serve the admission webhook over HTTPS on this address (e.g. `0.0.0.0:9443`): it refuses
+    /// a policy whose new `remediation.pause.until` is past or more than 30 days ahead. Needs
+    /// `--webhook-cert-dir`.
+    #[arg(long, env = "RECOVERY_WEBHOOK_ADDR", requires = "webhook_cert_dir")]
+    webhook_addr: Option<SocketAddr>,
+    /// Directory holding the webhook's `tls.crt` and `tls.key` (a mounted `kubernetes.io/tls`
+    /// Secret), read at start.
+    #[arg(long, env = "RECOVERY_WEBHOOK_CERT_DIR")]
+    webhook_cert_dir: Option<std::path::PathBuf>,
     /// Only the holder of a coordination.k8s.io Lease reconciles.
     #[arg(long, env = "RECOVERY_LEADER_ELECTION")]
     leader_election: bool,
@@ -169,6 +178,17 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             tracing::error!(error = %e, %addr, "metrics server failed");
         }
     });
+
+    if let (Some(addr), Some(dir)) = (args.webhook_addr, args.webhook_cert_dir.as_deref()) {
+        let tls = aws_recovery_controller::webhook::tls_config(dir)?;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding --webhook-addr {addr}: {e}"))?;
+        tokio::spawn(async move {
+            if let Err(e) = aws_recovery_controller::webhook::serve(listener, tls).await {
+                tracing::error!(error = %e, %addr, "admission webhook failed");
+            }
+        });
+    }
 
     let client = kube::Client::try_default().await?;
     let settings = AwsSettings {

@@ -69,6 +69,15 @@ pub struct ActionLabel {
     pub action: String,
 }
 
+/// Labels: on-demand request and outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `retry`, `reverify` or `cancel`.
+    pub action: &'static str,
+    /// `accepted` or `refused`.
+    pub outcome: &'static str,
+}
+
 /// Labels: alert channel and outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertLabels {
@@ -97,6 +106,14 @@ pub struct Metrics {
     pub plans_not_needed: Family<KindLabel, Counter>,
     /// Objects seen by a watch that this controller cannot decode, by kind.
     pub undecodable: Family<KindLabel, Counter>,
+    /// Objects deleted by history retention, by kind (`Incident`, `RecoveryPlan`).
+    pub pruned: Family<KindLabel, Counter>,
+    /// On-demand requests (the retry, re-verify and cancel annotations) by action and outcome.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Policies whose pause is in force now.
+    pub pauses_active: Gauge,
+    /// Targets whose remediation is paused now.
+    pub paused_targets: Gauge,
     /// Step duration by action.
     pub step_seconds: Family<ActionLabel, Histogram>,
     /// One policy's probe cycle: all of its AWS calls (the count is the number of cycles).
@@ -115,6 +132,7 @@ pub struct Metrics {
     /// 1 while the AWS circuit breaker pauses new remediation.
     pub aws_circuit_open: Gauge,
     open_by_policy: Mutex<HashMap<String, HashMap<IncidentLabels, i64>>>,
+    paused_by_policy: Mutex<HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -141,6 +159,10 @@ impl Default for Metrics {
             plans: Family::default(),
             plans_not_needed: Family::default(),
             undecodable: Family::default(),
+            pruned: Family::default(),
+            requests: Family::default(),
+            pauses_active: Gauge::default(),
+            paused_targets: Gauge::default(),
             step_seconds,
             probe_cycle_seconds: Histogram::new(seconds_buckets()),
             probe_lag_seconds: Histogram::new(seconds_buckets()),
@@ -150,6 +172,7 @@ impl Default for Metrics {
             leader: Gauge::default(),
             aws_circuit_open: Gauge::default(),
             open_by_policy: Mutex::default(),
+            paused_by_policy: Mutex::default(),
         };
         let r = &mut m.registry;
         r.register("reconciles", "Reconciles by controller and result", m.reconciles.clone());
@@ -167,6 +190,14 @@ impl Default for Metrics {
             "Objects a watch saw that this controller cannot decode (left alone), by kind",
             m.undecodable.clone(),
         );
+        r.register("pruned_objects", "Objects deleted by history retention, by kind", m.pruned.clone());
+        r.register(
+            "requests",
+            "On-demand requests (retry, re-verify, cancel annotations) by action and outcome",
+            m.requests.clone(),
+        );
+        r.register("pauses_active", "Policies whose remediation pause is in force", m.pauses_active.clone());
+        r.register("paused_targets", "Targets whose remediation is paused", m.paused_targets.clone());
         r.register("step_duration_seconds", "Plan step duration by action", m.step_seconds.clone());
         r.register("probe_cycle_seconds", "One policy's probe cycle, all its AWS calls", m.probe_cycle_seconds.clone());
         r.register(
@@ -215,6 +246,18 @@ impl Metrics {
             Some(_) => "error",
         };
         self.aws_calls.get_or_create(&AwsLabels { service, operation: op, outcome }).inc();
+    }
+
+    /// Replaces one policy's paused-target count (0 when no pause is in force) and
+    /// recomputes both pause gauges.
+    pub fn set_paused(&self, policy: &str, targets: i64) {
+        let mut all = self.paused_by_policy.lock().expect("not poisoned");
+        if all.get(policy).copied().unwrap_or(0) == targets {
+            return;
+        }
+        all.insert(policy.to_owned(), targets);
+        self.pauses_active.set(all.values().filter(|n| **n > 0).count() as i64);
+        self.paused_targets.set(all.values().sum());
     }
 
     /// Replaces one policy's open-incident counts and recomputes the gauge.

@@ -141,6 +141,8 @@ spec:
     ecsServices:
       - { cluster: prod, services: [checkout, cart], severity: critical }
       - { cluster: Staging_Cluster-2, services: [web] }
+  remediation: { pause: { until: "2021-06-01T00:00:00+09:00", reason: "a window long past pauses nothing" } }
+  retention: { successfulHistoryLimit: 0, failedHistoryLimit: 1000, ttlAfterResolved: 1m, summaryLimit: 0 }
 "#;
     let rds = r#"
 spec:
@@ -152,6 +154,7 @@ spec:
       - { identifier: a }
   detection: { failureThreshold: 1, successThreshold: 10 }
   remediation: { mode: Manual, stepTimeout: 2h, cooldown: 24h, maxUnhealthyPercent: 100, maxAttempts: 10 }
+  retention: { successfulHistoryLimit: 1000, failedHistoryLimit: 0, ttlAfterResolved: 8760h, summaryLimit: 100 }
 "#;
     let route53 = r#"
 spec:
@@ -173,7 +176,9 @@ spec:
   aws: { region: ap-northeast-2 }
   targets:
     rdsInstances: [{ identifier: orders-db }]
-  remediation: { mode: Disabled }
+  remediation:
+    mode: Disabled
+    pause: { until: "2099-12-31T23:59:59Z", reason: "RDS maintenance", targets: [rds/orders-db], requestedBy: alice }
   alerts:
     minSeverity: critical
     locale: ko

@@ -147,9 +147,10 @@ fn controller_rules(secret_names: Option<&[&str]>) -> Value {
         {"apiGroups": ["recovery.dev"], "resources": ["recoverypolicies"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["recovery.dev"], "resources": ["recoverypolicies/status"], "verbs": ["get", "patch", "update"]},
         {"apiGroups": ["recovery.dev"], "resources": ["incidents"],
-            "verbs": ["get", "list", "watch", "create", "patch", "update"]},
+            "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
         {"apiGroups": ["recovery.dev"], "resources": ["incidents/status"], "verbs": ["get", "patch", "update"]},
-        {"apiGroups": ["recovery.dev"], "resources": ["recoveryplans"], "verbs": ["get", "list", "watch", "create"]},
+        {"apiGroups": ["recovery.dev"], "resources": ["recoveryplans"],
+            "verbs": ["get", "list", "watch", "create", "delete"]},
         {"apiGroups": ["recovery.dev"], "resources": ["recoveryplans/status"], "verbs": ["get", "patch", "update"]},
         {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         secrets,
@@ -425,11 +426,42 @@ fn unsafe_values_are_refused() {
         (&["watchNamespaces={Not_A_Namespace}"][..], "watchNamespaces"),
         (&["serviceAccount.roleArn=role/recovery"][..], "roleArn"),
         (&["replicas=3"][..], "additional properties 'replicas' not allowed"),
+        (&["webhook.enabled=true"][..], "webhook.enabled needs webhook.certSecretName"),
+        (&["webhook.enabled=true", "webhook.certSecretName=certs"][..], "needs webhook.caBundle or"),
+        (&["webhook.failurePolicy=Sometimes"][..], "failurePolicy"),
     ] {
         let out = try_render("recovery", "ops", sets);
         assert!(!out.status.success(), "{sets:?} must be refused");
         assert!(text(&out).contains(message), "{sets:?}: {}", text(&out));
     }
+}
+
+/// The admission webhook, when enabled: served by the Deployment from the mounted Secret,
+/// reached through the Service, registered for policies' creates and updates.
+#[test]
+fn the_webhook_renders_when_enabled() {
+    let sets = [
+        "webhook.enabled=true",
+        "webhook.certSecretName=recovery-webhook-tls",
+        "webhook.certManagerCertificate=ops/recovery-webhook",
+        "watchNamespaces={team-a}",
+    ];
+    let docs = documents(&render("recovery", "ops", &sets));
+    let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+    let args = strings(&pod["containers"][0]["args"]);
+    let at = args.iter().position(|a| a == "--webhook-addr").expect("--webhook-addr");
+    assert_eq!(args[at + 1..at + 4], ["0.0.0.0:9443", "--webhook-cert-dir", "/etc/recovery/webhook-certs"]);
+    assert_eq!(pod["volumes"][1]["secret"]["secretName"], "recovery-webhook-tls");
+    let ports = &one(&docs, "Service")["spec"]["ports"];
+    assert_eq!(ports[1]["targetPort"], "https-webhook");
+    let hook = &one(&docs, "ValidatingWebhookConfiguration");
+    assert_eq!(hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"], "ops/recovery-webhook");
+    let w = &hook["webhooks"][0];
+    assert_eq!(w["clientConfig"]["service"]["path"], aws_recovery_controller::webhook::PATH);
+    assert_eq!(w["failurePolicy"], "Ignore");
+    assert_eq!(strings(&w["namespaceSelector"]["matchExpressions"][0]["values"]), ["team-a"]);
+    let default = documents(&render("recovery", "ops", &[]));
+    assert!(of_kind(&default, "ValidatingWebhookConfiguration").is_empty(), "off by default");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -562,13 +594,15 @@ async fn cluster_rbac_grants_exactly_what_the_controller_needs() {
         (format!("create {inc} {o}"), true),
         (format!("patch {inc} {o}"), true),
         (format!("update {inc} {o}"), true),
-        (format!("delete {inc} {o}"), false),
+        (format!("delete {inc} {o}"), true),
+        (format!("deletecollection {inc} {o}"), false),
         (format!("update {inc} --subresource=status {o}"), true),
         (format!("watch {plan} {o}"), true),
         (format!("create {plan} {o}"), true),
         (format!("update {plan} {o}"), false),
         (format!("patch {plan} {o}"), false),
-        (format!("delete {plan} {o}"), false),
+        (format!("delete {plan} {o}"), true),
+        (format!("deletecollection {plan} {o}"), false),
         (format!("update {plan} --subresource=status {o}"), true),
         (format!("patch {plan} --subresource=status {o}"), true),
         (format!("create events {o}"), true),

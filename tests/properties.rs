@@ -699,6 +699,7 @@ fn run_plan(case: &PlanCase) -> Result<PlanRun, TestCaseError> {
             gate: &gate,
             settings: &settings,
             resumed: false,
+            request: None,
             now,
         };
         let next = decide(&inputs);

@@ -46,5 +46,6 @@ pub(crate) fn alert(kind: AlertKind) -> Alert {
         resolved_at: Some(Timestamp::from_second(1_700_000_252).unwrap()),
         locale: Locale::En,
         slack_channel: Some("#incidents".into()),
+        paused: None,
     }
 }

@@ -51,6 +51,9 @@ pub struct Alert {
     pub locale: Locale,
     /// Slack channel named in the payload (`#incidents`); the webhook decides where it lands.
     pub slack_channel: Option<String>,
+    /// The pause holding the target's remediation when the alert was built, in a sentence
+    /// (`until … (by …): reason`): people are told nothing will act before then.
+    pub paused: Option<String>,
 }
 
 /// A configuration or content problem: retrying cannot help until someone changes something.

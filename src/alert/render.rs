@@ -47,6 +47,7 @@ pub(crate) struct Texts {
     pub recent_events: &'static str,
     pub inspect: &'static str,
     pub approve: &'static str,
+    pub paused: &'static str,
     /// Day, hour, minute, second suffixes for durations such as `4m 12s`.
     pub units: [&'static str; 4],
 }
@@ -87,6 +88,7 @@ const EN: Texts = Texts {
     recent_events: "Recent ECS events",
     inspect: "Inspect",
     approve: "Approve",
+    paused: "Remediation paused",
     units: ["d", "h", "m", "s"],
 };
 
@@ -125,6 +127,7 @@ const KO: Texts = Texts {
     recent_events: "최근 ECS 이벤트",
     inspect: "조회",
     approve: "승인",
+    paused: "복구 일시 중지",
     units: ["일", "시간", "분", "초"],
 };
 
@@ -209,6 +212,10 @@ pub(crate) fn facts(alert: &Alert) -> Facts {
         }
     }
     push(t.affected, spec.affected_components.join(", "));
+    if let Some(pause) = &alert.paused {
+        // The pause's own words (the reason people wrote), after the label of the locale.
+        push(t.paused, pause.clone());
+    }
     if let Some(plan) = &alert.plan_name {
         push(t.plan, plan.clone());
     }
@@ -407,6 +414,19 @@ mod tests {
         assert_eq!(title(&a), "[CRITICAL] database Incident Resolved");
         a.locale = Locale::Ko;
         assert_eq!(title(&a), "[CRITICAL] database 인시던트 해결");
+    }
+
+    /// A paused target's alert says until when and why, in both locales; others say nothing.
+    #[test]
+    fn a_paused_target_alert_says_until_when_and_why() {
+        let mut a = alert(AlertKind::Detected);
+        assert!(!facts(&a).fields.iter().any(|(l, _)| l == "Remediation paused"));
+        a.paused = Some("until 2026-12-03T18:00:00Z (by alice): database maintenance".into());
+        let en = facts(&a).fields;
+        assert!(en.contains(&("Remediation paused".into(), a.paused.clone().unwrap())), "{en:?}");
+        a.locale = Locale::Ko;
+        let ko = facts(&a).fields;
+        assert!(ko.contains(&("복구 일시 중지".into(), a.paused.clone().unwrap())), "{ko:?}");
     }
 
     /// A DB cluster names itself, its region, its writer and members, in both locales.

@@ -16,6 +16,9 @@ pub mod policy {
     pub const REMEDIATION_ALLOWED: &str = "RemediationAllowed";
     /// Whether the Secrets named by `alerts` exist with their keys.
     pub const ALERTS_CONFIGURED: &str = "AlertsConfigured";
+    /// Whether a pause (`remediation.pause`) holds remediation now, of which targets, until
+    /// when and why.
+    pub const PAUSED: &str = "Paused";
 }
 
 /// Condition types on an Incident.
@@ -77,6 +80,20 @@ pub mod reason {
     pub const POLICY_MISSING: &str = "PolicyMissing";
     /// The policy's target counts predate the incident: the storm guard cannot judge yet.
     pub const COUNTS_PENDING: &str = "CountsPending";
+    /// A pause (`remediation.pause`) holds the target's remediation until its `until`.
+    pub const PAUSED: &str = "Paused";
+
+    // A policy's pause (the Paused condition, and Events on the policy).
+    /// Paused: a pause is in force.
+    pub const MAINTENANCE_WINDOW: &str = "MaintenanceWindow";
+    /// Not paused: no pause is set.
+    pub const NOT_PAUSED: &str = "NotPaused";
+    /// Not paused: the pause's `until` has passed (it lifted by itself).
+    pub const PAUSE_EXPIRED: &str = "PauseExpired";
+    /// The Event when a pause comes into force.
+    pub const PAUSE_STARTED: &str = "PauseStarted";
+    /// The Event when a pause lifts (its time passed, or it was removed).
+    pub const PAUSE_ENDED: &str = "PauseEnded";
 
     // Detection (Events on the policy; the Resolved condition on incidents).
     /// An incident was opened.
@@ -126,6 +143,18 @@ pub mod reason {
     pub const PLAN_COMPLETED: &str = "PlanCompleted";
     /// The plan ended without acting: the target had recovered.
     pub const PLAN_NOT_NEEDED: &str = "PlanNotNeeded";
+    /// A person cancelled the plan (the cancel annotation).
+    pub const PLAN_CANCELLED: &str = "PlanCancelled";
+    /// An on-demand request (retry, re-verify, cancel annotation) was carried out.
+    pub const REQUEST_ACCEPTED: &str = "RequestAccepted";
+    /// An on-demand request does not apply to the plan as it is (the message says why).
+    pub const REQUEST_REFUSED: &str = "RequestRefused";
+    /// RemediationFailed is False again: a person asked for the failed plan to be retried.
+    pub const RETRYING: &str = "Retrying";
+
+    // Retention (Events on the policy).
+    /// Finished incidents (with their plans) were deleted by the policy's retention.
+    pub const HISTORY_PRUNED: &str = "HistoryPruned";
 
     // Any object.
     /// The controller cannot decode the object (e.g. a field of a newer version): it is
@@ -145,4 +174,6 @@ pub mod action {
     pub const REMEDIATE: &str = "Remediate";
     /// Watching the objects.
     pub const WATCH: &str = "Watch";
+    /// Retention: deleting finished incidents and their plans.
+    pub const RETAIN: &str = "Retain";
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::policy::{AliasTarget, RecordType};
 
-pub use super::labels::APPROVED_BY_ANNOTATION;
+pub use super::labels::{APPROVED_BY_ANNOTATION, CANCEL_ANNOTATION, RETRY_ANNOTATION, REVERIFY_ANNOTATION};
 
 /// The steps that repair one incident. The spec is fixed at creation; the status records
 /// what was done and what AWS answered.
@@ -202,6 +202,12 @@ pub struct RecoveryPlanStatus {
     /// Why the plan is where it is, in a sentence (which rail holds it, why it failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The last on-demand request of each kind (retry, re-verify, cancel annotations): who
+    /// asked, when it was handled, and what it did or why not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["action"]))]
+    pub requests: Vec<RequestRecord>,
     /// `Held` (a rail holds the next step).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -209,6 +215,71 @@ pub struct RecoveryPlanStatus {
     /// The generation of the spec that the last successful reconcile acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// An on-demand request, as handled.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestRecord {
+    /// Which request.
+    pub action: RequestAction,
+    /// The annotation's value when it was handled: a different value is a new request.
+    #[schemars(length(max = 253))]
+    pub token: String,
+    /// Who asked: the value's first word.
+    #[schemars(length(max = 253))]
+    pub by: String,
+    /// When it was handled.
+    pub at: Time,
+    /// Accepted or Refused.
+    pub outcome: RequestOutcome,
+    /// What it did, or why it was refused.
+    #[schemars(length(max = 1024))]
+    pub message: String,
+}
+
+/// On-demand requests, each an annotation on the plan.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestAction {
+    /// `recovery.dev/retry`: a new attempt of a failed plan's failed step.
+    Retry,
+    /// `recovery.dev/reverify`: the verification again, now.
+    Reverify,
+    /// `recovery.dev/cancel`: end a waiting plan.
+    Cancel,
+}
+
+impl RequestAction {
+    /// Every request, in the order they are handled when several are asked at once: a
+    /// cancel first (a person who cancels wants nothing else to start).
+    pub const ALL: [Self; 3] = [Self::Cancel, Self::Retry, Self::Reverify];
+
+    /// The annotation that asks for it.
+    pub fn annotation(self) -> &'static str {
+        match self {
+            Self::Retry => RETRY_ANNOTATION,
+            Self::Reverify => REVERIFY_ANNOTATION,
+            Self::Cancel => CANCEL_ANNOTATION,
+        }
+    }
+
+    /// The lowercase name (metrics, messages).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retry => "retry",
+            Self::Reverify => "reverify",
+            Self::Cancel => "cancel",
+        }
+    }
+}
+
+/// What became of a request.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// Done as asked.
+    Accepted,
+    /// Not done: the plan was not in a state it applies to (the message says why).
+    Refused,
 }
 
 /// Plan phases.
@@ -228,13 +299,16 @@ pub enum PlanPhase {
     /// just before the AWS call), or its incident resolved before the plan started. The
     /// incident resolves through detection as usual.
     NotNeeded,
+    /// A person cancelled the plan before it acted (the cancel annotation); the incident
+    /// stays open for people until the target is healthy.
+    Cancelled,
 }
 
 impl PlanPhase {
-    /// Completed, Failed or NotNeeded.
+    /// Completed, Failed, NotNeeded or Cancelled.
     pub fn is_terminal(self) -> bool {
         match self {
-            Self::Completed | Self::Failed | Self::NotNeeded => true,
+            Self::Completed | Self::Failed | Self::NotNeeded | Self::Cancelled => true,
             Self::Created | Self::AwaitingApproval | Self::Executing => false,
         }
     }

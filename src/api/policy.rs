@@ -53,6 +53,11 @@ pub struct RecoveryPolicySpec {
     /// Who is told, and how. Kubernetes Events are always emitted whatever this says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<AlertsSpec>,
+    /// How many finished incidents (each with its plan) are kept, and for how long. Unset
+    /// keeps the newest 10 that recovered and the newest 20 that needed people: a controller
+    /// that opens objects by itself must not fill etcd with them.
+    #[serde(default)]
+    pub retention: RetentionSpec,
 }
 
 fn default_probe_interval() -> String {
@@ -325,6 +330,89 @@ pub struct RemediationSpec {
     #[serde(default = "three")]
     #[schemars(range(min = 1, max = 10))]
     pub max_attempts: u32,
+    /// A maintenance window: until `until`, plans of the paused targets (or of the whole
+    /// policy) wait, held with the pause's reason, and nothing mutates AWS. Detection,
+    /// incidents and alerts go on (alerts say the pause). It lifts by itself at `until`;
+    /// the controller never edits it, so it stays as Git or a person wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseSpec>,
+}
+
+/// A pause of remediation until a time.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "timestamp(self.until) > timestamp('2020-01-01T00:00:00Z') && timestamp(self.until) < timestamp('2100-01-01T00:00:00Z')",
+    "message": "pause.until must be an RFC 3339 time between 2020 and 2100, e.g. 2026-12-03T18:00:00Z"
+}]))]
+pub struct PauseSpec {
+    /// When the pause lifts by itself, as an RFC 3339 time with its zone
+    /// (`2026-12-03T18:00:00Z`). A time already past pauses nothing (the policy's `Paused`
+    /// condition says so).
+    pub until: Time,
+    /// Why, for people: shown on held plans, in the policy's `Paused` condition, its Events
+    /// and in alerts.
+    #[schemars(length(min = 1, max = 256))]
+    pub reason: String,
+    /// The target keys to pause (`ecs/<cluster>/<service>`, `rds/<identifier>`,
+    /// `rdscluster/<identifier>`, `route53/<id>`), as on incidents. Unset or empty pauses
+    /// every target of the policy. A key the policy does not name is reported in the
+    /// `Paused` condition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 600), pattern(r"^[a-z0-9]+/.+$")))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub targets: Vec<String>,
+    /// Who paused, for the record (e.g. a user name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub requested_by: Option<String>,
+}
+
+/// History retention, after the conventions of CronJobs (history limits) and Jobs (a TTL
+/// after finishing). An incident is finished once it is resolved and its plan (if any)
+/// ended. Whatever the limits say, an incident stays while its target's cooldown after its
+/// plan still runs, while one of its alerts is still being delivered, and until it is
+/// recorded in the policy's `status.history`. Its plan is deleted with it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetentionSpec {
+    /// Finished incidents whose target recovered (by its plan or by itself) that are kept,
+    /// newest first (0–1000).
+    #[serde(default = "ten")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub successful_history_limit: u32,
+    /// Finished incidents that needed people (the plan failed or was cancelled) that are
+    /// kept, newest first (0–1000). Kept longer by default: they are what a post-mortem reads.
+    #[serde(default = "twenty")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub failed_history_limit: u32,
+    /// Finished incidents resolved longer ago than this are deleted whatever the limits
+    /// (Go duration, 1m–8760h). Unset: only the limits apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), pattern(DURATION_PATTERN))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "duration(self) >= duration('1m') && duration(self) <= duration('8760h')",
+        "message": "ttlAfterResolved must be between 1m and 8760h"
+    }]))]
+    pub ttl_after_resolved: Option<String>,
+    /// Entries of `status.history`, the summary of the newest finished incidents that
+    /// outlives their deletion (0–100).
+    #[serde(default = "twenty")]
+    #[schemars(range(min = 0, max = 100))]
+    pub summary_limit: u32,
+}
+
+fn ten() -> u32 {
+    10
+}
+fn twenty() -> u32 {
+    20
+}
+
+impl Default for RetentionSpec {
+    fn default() -> Self {
+        Self { successful_history_limit: 10, failed_history_limit: 20, ttl_after_resolved: None, summary_limit: 20 }
+    }
 }
 
 fn one() -> u32 {
@@ -352,6 +440,7 @@ impl Default for RemediationSpec {
             max_unhealthy_percent: 50,
             step_timeout: default_step_timeout(),
             max_attempts: 3,
+            pause: None,
         }
     }
 }
@@ -452,6 +541,60 @@ pub struct RecoveryPolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["target"]))]
     pub target_states: Vec<TargetState>,
+    /// The newest finished incidents, newest first (at most `retention.summaryLimit`): the
+    /// policy's recent history at a glance, kept after retention deletes the incidents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One finished incident, as the policy's history remembers it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// Name of the Incident (it may since have been deleted by retention).
+    pub incident: String,
+    /// The target's key.
+    pub target: String,
+    /// The incident's severity when it finished (raised once if its plan failed).
+    pub severity: Severity,
+    /// When the incident was detected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_at: Option<Time>,
+    /// When it was resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<Time>,
+    /// How it ended.
+    pub outcome: IncidentOutcome,
+    /// Name of its RecoveryPlan, if one was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+}
+
+/// How a finished incident ended.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IncidentOutcome {
+    /// Its plan completed and the target is healthy again.
+    Recovered,
+    /// The target recovered without an action: no plan acted (not needed, a dry run,
+    /// remediation disabled, or held until it healed).
+    RecoveredOnItsOwn,
+    /// Its plan failed and people took over; the target has since recovered.
+    PlanFailed,
+    /// Its plan was cancelled by a person; the target has since recovered.
+    PlanCancelled,
+    /// The target was removed from the policy.
+    TargetRemoved,
+}
+
+impl IncidentOutcome {
+    /// Whether the incident needed people: it counts under `failedHistoryLimit`.
+    pub fn needed_people(self) -> bool {
+        match self {
+            Self::PlanFailed | Self::PlanCancelled => true,
+            Self::Recovered | Self::RecoveredOnItsOwn | Self::TargetRemoved => false,
+        }
+    }
 }
 
 /// Target counts.

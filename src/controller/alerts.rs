@@ -22,7 +22,7 @@ use crate::api::common::set_condition;
 use crate::api::incident::{AlertChannel, AlertKind, Incident};
 use crate::api::plan::RecoveryPlan;
 use crate::api::policy::AlertsSpec;
-use crate::core::alerts::{Facts, claim, delivery_failure, due, record};
+use crate::core::alerts::{Facts, channels, claim, delivery_failure, due, record};
 use crate::core::targets::plan_name;
 use crate::metrics::AlertLabels;
 
@@ -39,11 +39,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::await_change());
     };
     let Some(spec) = policy.spec.alerts.clone() else { return Ok(Action::await_change()) };
-    let channels: Vec<AlertChannel> =
-        [(spec.slack.is_some(), AlertChannel::Slack), (spec.email.is_some(), AlertChannel::Email)]
-            .into_iter()
-            .filter_map(|(on, c)| on.then_some(c))
-            .collect();
+    let channels = channels(&spec);
     let incidents: Api<Incident> = Api::namespaced(ctx.client.clone(), &ns);
     // The ledger must be read as persisted: a stale cache could resend.
     let Some(mut inc) = incidents.get_opt(&incident.name_any()).await? else { return Ok(Action::await_change()) };
@@ -66,7 +62,9 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         // recovery controllers write the same status): failing the record after a send
         // would send again.
         inc = with_status(&incidents, &inc.name_any(), |s| claim(s, kind, channel, now())).await?;
-        let alert = build(&inc, plan.as_ref(), &spec, kind);
+        let paused = crate::core::pause::for_target(&policy.spec.remediation, &inc.spec.target, now());
+        let mut alert = build(&inc, plan.as_ref(), &spec, kind);
+        alert.paused = paused.map(crate::core::pause::describe);
         let outcome = deliver(&ctx, &ns, &spec, &alert, channel).await;
         let label =
             AlertLabels { channel: channel_name(channel), outcome: if outcome.is_ok() { "sent" } else { "failed" } };
@@ -134,6 +132,7 @@ fn build(inc: &Incident, plan: Option<&RecoveryPlan>, spec: &AlertsSpec, kind: A
         resolved_at: status.resolved_at.map(|t| t.0),
         locale: spec.locale,
         slack_channel: spec.slack.as_ref().and_then(|s| s.channel.clone()),
+        paused: None,
     }
 }
 

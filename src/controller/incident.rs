@@ -123,7 +123,27 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
                 PlanPhase::Executing | PlanPhase::Completed | PlanPhase::Failed => IncidentPhase::Mitigating,
                 // Nothing was done: the incident waits for detection to see the target healthy.
                 PlanPhase::NotNeeded => IncidentPhase::Investigating,
+                // A person stopped the plan: the incident is theirs until the target is healthy.
+                PlanPhase::Cancelled => IncidentPhase::Investigating,
             });
+            let failed_before = crate::api::common::condition(&status.conditions, conditions::REMEDIATION_FAILED)
+                .is_some_and(|c| c.status == crate::api::common::TRUE);
+            if plan_phase != PlanPhase::Failed && failed_before {
+                // A person asked for the failed plan to be retried.
+                let msg = format!(
+                    "plan {name} is being retried: {}",
+                    plan.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default()
+                );
+                set_condition(
+                    &mut status.conditions,
+                    conditions::REMEDIATION_FAILED,
+                    false,
+                    reason::RETRYING,
+                    msg,
+                    generation,
+                    t,
+                );
+            }
             if plan_phase == PlanPhase::Failed {
                 let why =
                     plan.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_else(|| "the plan failed".into());

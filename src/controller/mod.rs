@@ -7,6 +7,7 @@ pub mod incident;
 pub mod plan;
 pub mod policy;
 pub mod probes;
+pub mod retention;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -24,6 +24,7 @@ use crate::api::labels::{POLICY_LABEL, TARGET_LABEL};
 use crate::api::plan::{APPROVED_BY_ANNOTATION, PlanPhase, RecoveryPlan, RecoveryPlanStatus, StepAction};
 use crate::api::policy::RemediationMode;
 use crate::aws::act::{self, ActContext};
+use crate::core::pause;
 use crate::core::rails::{RailInputs, may_act};
 use crate::core::steps::{
     ActionOutcome, CALL_SETTLE_MARGIN, Gate, Inputs, Next, Settings, Transition, decide, in_action, in_action_attempt,
@@ -116,6 +117,7 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
         let gate = gate(&view, policy, incident, &siblings, ctx.aws.circuit_open());
         let resumed = in_action_attempt(&plan.spec, &working)
             .is_some_and(|(order, attempt)| !ctx.started_here(&uid, order, attempt));
+        let request = crate::core::requests::pending(plan.annotations(), &working);
         let inputs = Inputs {
             spec: &plan.spec,
             status: &working,
@@ -124,6 +126,7 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
             gate: &gate,
             settings: &settings,
             resumed,
+            request: request.as_ref().map(|(action, token)| (*action, token.as_str())),
             now: now(),
         };
         let update = match decide(&inputs) {
@@ -165,8 +168,15 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
             Transition::StepStarted { order, action, attempt } if action.is_mutating() => Some((*order, *attempt)),
             _ => None,
         });
+        // A request is written at once, and a retry starts again from the top: through
+        // `Created`, under the policy's lock.
+        let requested = update.transitions.iter().any(|t| matches!(t, Transition::Request { .. }));
         working = update.status;
         unwritten.extend(update.transitions);
+        if requested {
+            persist(&ctx, &plans, plan, working, unwritten).await?;
+            return Ok(Action::requeue(Duration::from_millis(10)));
+        }
         if starts_action.is_some() || update.requeue.is_some() {
             plan = persist(&ctx, &plans, plan, working.clone(), std::mem::take(&mut unwritten)).await?;
             release_once_started(&plan, &mut guard);
@@ -227,7 +237,7 @@ async fn persist(
 
 /// Metrics of a transition: plans by outcome, step durations.
 fn record(ctx: &Context, plan: &RecoveryPlan, t: &Transition) {
-    use crate::metrics::{ActionLabel, KindLabel, OutcomeLabel};
+    use crate::metrics::{ActionLabel, KindLabel, OutcomeLabel, RequestLabels};
     match t {
         Transition::Completed => {
             ctx.metrics.plans.get_or_create(&OutcomeLabel { outcome: "completed" }).inc();
@@ -241,6 +251,13 @@ fn record(ctx: &Context, plan: &RecoveryPlan, t: &Transition) {
                 let kind = KindLabel { kind: step.action.kind().as_str().to_owned() };
                 ctx.metrics.plans_not_needed.get_or_create(&kind).inc();
             }
+        }
+        Transition::Cancelled { .. } => {
+            ctx.metrics.plans.get_or_create(&OutcomeLabel { outcome: "cancelled" }).inc();
+        }
+        Transition::Request { action, accepted, .. } => {
+            let outcome = if *accepted { "accepted" } else { "refused" };
+            ctx.metrics.requests.get_or_create(&RequestLabels { action: action.as_str(), outcome }).inc();
         }
         Transition::StepCompleted { order, action, .. } | Transition::StepFailed { order, action, .. } => {
             let st = plan.status.as_ref().and_then(|s| s.steps.iter().find(|s| s.order == *order));
@@ -298,7 +315,11 @@ fn gate(
         .filter_map(|s| s.completed_at.as_ref().map(|t| t.0))
         .max();
     let counts = policy.status.as_ref().and_then(|s| s.targets.clone()).unwrap_or_default();
-    let mut inputs = RailInputs::for_policy(&policy.spec.remediation, &counts, now());
+    let now = now();
+    let mut inputs = RailInputs::for_policy(&policy.spec.remediation, &counts, now);
+    // A pause of this plan's target (or of the whole policy, which `for_policy` took).
+    let key = plan.spec.steps.first().map(|s| s.target.as_str()).unwrap_or_default();
+    inputs.paused = pause::for_target(&policy.spec.remediation, key, now).map(|p| (p.until.0, pause::describe(p)));
     inputs.executing_plans = executing as u32;
     inputs.last_plan_ended_at = last_end;
     inputs.aws_circuit_open = aws_circuit_open;

@@ -25,7 +25,9 @@ use crate::api::incident::Incident;
 use crate::api::policy::{RecoveryPolicyStatus, TargetState};
 use crate::aws::probe::ProbeReport;
 use crate::core::detection::{Decision, adopt_orphans, answered_at, detect, next_probe, probe_wait};
+use crate::core::pause;
 use crate::core::rails::{Held, RailInputs, may_act};
+use crate::core::retention;
 use crate::core::time::since;
 use crate::metrics::IncidentLabels;
 
@@ -90,6 +92,7 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
         ctx.metrics.detection_seconds.observe(crate::core::time::since(crate::controller::now(), since).as_secs_f64());
     }
     record_open_incidents(&ctx, &policy, &states);
+    let finished = super::retention::finished(&ctx, &policy).await;
 
     let mut next = RecoveryPolicyStatus {
         observed_generation: policy.metadata.generation,
@@ -98,6 +101,10 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
         open_incidents: states.iter().filter(|s| s.open_incident.is_some()).count() as u32,
         targets: Some(cycle.counts),
         target_states: states,
+        history: match &finished {
+            Some(f) => retention::summary(&status.history, f, policy.spec.retention.summary_limit),
+            None => status.history.clone(),
+        },
     };
     // The alert Secrets are checked only when the policy names alert channels.
     let alerts = match policy.spec.alerts {
@@ -108,7 +115,10 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
     if let Some(held) = set_remediation_allowed(&policy, &mut next, ctx.aws.circuit_open(), now) {
         ctx.event(&*policy, EventType::Warning, held.rail.reason(), action::GUARD, held.message);
     }
+    let paused = set_paused(&ctx, &policy, &mut next, crate::controller::now());
     let due = next_probe(interval, now, aws_failing_since(&next));
+    // A pause that ends before the next probe is shown ended when it ends.
+    let due = paused.filter(|until| *until < due).unwrap_or(due);
     if probe_wait(interval, now, aws_failing_since(&next)) > interval {
         // Say why the policy is probed less often than it asks.
         if let Some(c) = next.conditions.iter_mut().find(|c| c.type_ == conditions::AWS_REACHABLE) {
@@ -122,6 +132,10 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
         next.last_probe_time = Some(Time(now));
     }
     Box::pin(write_status(&policy, &ctx, &next)).await?;
+    // Only what the status just written covers may go.
+    if let Some(finished) = finished {
+        Box::pin(super::retention::prune(&ctx, &policy, &finished, &next.history)).await;
+    }
     Ok(Action::requeue(since(due, crate::controller::now()).max(Duration::from_millis(100))))
 }
 
@@ -328,6 +342,39 @@ fn set_remediation_allowed(
             (was != Some((common::FALSE.to_owned(), held.rail.reason().to_owned()))).then_some(held)
         }
     }
+}
+
+/// The `Paused` condition, its Events and gauges. Returns when the pause in force lifts.
+fn set_paused(
+    ctx: &Context,
+    policy: &RecoveryPolicy,
+    status: &mut RecoveryPolicyStatus,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let state = pause::state(&policy.spec, now);
+    let was = common::condition(&status.conditions, conditions::PAUSED)
+        .map(|c| (c.status == common::TRUE, c.message.clone()))
+        .unwrap_or_default();
+    let key = format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any());
+    ctx.metrics.set_paused(&key, state.paused_targets as i64);
+    common::set_condition(
+        &mut status.conditions,
+        conditions::PAUSED,
+        state.in_force,
+        state.reason,
+        &state.message,
+        policy.metadata.generation,
+        now,
+    );
+    // One Event as a pause comes into force (or changes), one as it lifts.
+    match (was.0, state.in_force) {
+        (_, true) if was.1 != state.message => {
+            ctx.event(policy, EventType::Normal, reason::PAUSE_STARTED, action::GUARD, state.message)
+        }
+        (true, false) => ctx.event(policy, EventType::Normal, reason::PAUSE_ENDED, action::GUARD, state.message),
+        _ => {}
+    }
+    state.until
 }
 
 /// AwsReachable, TargetsFound, AlertsConfigured (when `alerts` is checked) and Ready, which

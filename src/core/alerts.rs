@@ -81,6 +81,22 @@ pub fn due(f: &Facts) -> (Vec<(AlertKind, AlertChannel)>, Option<Duration>) {
     (now_due, next)
 }
 
+/// Whether every alert the incident's story calls for has reached its end on every channel:
+/// delivered, or given up. Until then the ledger is still needed (it is what stops a resend).
+pub fn settled(f: &Facts) -> bool {
+    wanted(f).into_iter().all(|kind| {
+        f.channels.iter().all(|&channel| entry(f.status, kind, channel).is_some_and(|e| e.state != AlertState::Sending))
+    })
+}
+
+/// The channels a policy's alerts name, in delivery order.
+pub fn channels(spec: &crate::api::policy::AlertsSpec) -> Vec<AlertChannel> {
+    [(spec.slack.is_some(), AlertChannel::Slack), (spec.email.is_some(), AlertChannel::Email)]
+        .into_iter()
+        .filter_map(|(on, c)| on.then_some(c))
+        .collect()
+}
+
 /// Backoff after `attempts` failed attempts.
 pub fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(5)
@@ -201,6 +217,11 @@ mod tests {
         record(&mut s, AlertKind::Detected, AlertChannel::Slack, Ok(()), at(1));
         let (d, _) = due(&facts(&s, None, at(2)));
         assert_eq!(d, vec![(AlertKind::Detected, AlertChannel::Email)], "sent ones are never due again");
+        assert!(!settled(&facts(&s, None, at(2))), "e-mail not sent yet");
+        claim(&mut s, AlertKind::Detected, AlertChannel::Email, at(2));
+        assert!(!settled(&facts(&s, None, at(2))), "claimed is not settled");
+        record(&mut s, AlertKind::Detected, AlertChannel::Email, Err(("550".into(), false)), at(3));
+        assert!(settled(&facts(&s, None, at(3))), "given up is settled");
     }
 
     #[test]

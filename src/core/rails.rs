@@ -27,6 +27,8 @@ pub enum Rail {
     PolicyMissing,
     /// The policy's target counts predate the incident: the storm guard cannot judge yet.
     CountsPending,
+    /// A pause window holds the target's remediation.
+    Paused,
 }
 
 impl Rail {
@@ -40,6 +42,7 @@ impl Rail {
             Self::AwsCircuitOpen => reason::AWS_CIRCUIT_OPEN,
             Self::PolicyMissing => reason::POLICY_MISSING,
             Self::CountsPending => reason::COUNTS_PENDING,
+            Self::Paused => reason::PAUSED,
         }
     }
 }
@@ -78,6 +81,9 @@ pub struct RailInputs {
     pub aws_circuit_open: bool,
     /// Whether the target counts come from a probe at or after the incident's detection.
     pub counts_current: bool,
+    /// The pause in force for the target (or, policy-wide, for every target), as its end
+    /// and a sentence.
+    pub paused: Option<(Timestamp, String)>,
     /// Now.
     pub now: Timestamp,
 }
@@ -98,6 +104,7 @@ impl RailInputs {
             cooldown: parse_duration(&r.cooldown).unwrap_or_default(),
             aws_circuit_open: false,
             counts_current: true,
+            paused: super::pause::whole_policy(r, now).map(|p| (p.until.0, super::pause::describe(p))),
             now,
         }
     }
@@ -109,6 +116,11 @@ pub fn may_act(i: &RailInputs) -> Result<(), Held> {
     let held = |rail, message: String, until| Err(Held { rail, message, until });
     if i.mode == RemediationMode::Disabled {
         return held(Rail::ModeDisabled, "the policy's remediation mode is Disabled".into(), None);
+    }
+    if let Some((until, pause)) = &i.paused
+        && i.now < *until
+    {
+        return held(Rail::Paused, format!("remediation is paused {pause}"), Some(*until));
     }
     if !i.counts_current {
         return held(
@@ -178,6 +190,7 @@ mod tests {
             cooldown: Duration::from_secs(900),
             aws_circuit_open: false,
             counts_current: true,
+            paused: None,
             now: at(10_000),
         }
     }
@@ -217,6 +230,16 @@ mod tests {
             ),
             ("circuit open", Box::new(|i| i.aws_circuit_open = true), Some(Rail::AwsCircuitOpen)),
             ("counts older than the incident", Box::new(|i| i.counts_current = false), Some(Rail::CountsPending)),
+            ("paused", Box::new(|i| i.paused = Some((at(10_001), "until then".into()))), Some(Rail::Paused)),
+            ("a pause that ended", Box::new(|i| i.paused = Some((at(10_000), "until then".into()))), None),
+            (
+                "a pause beats the storm guard",
+                Box::new(|i| {
+                    i.paused = Some((at(10_001), "until then".into()));
+                    i.unhealthy_targets = 9
+                }),
+                Some(Rail::Paused),
+            ),
             ("concurrency full", Box::new(|i| i.executing_plans = 1), Some(Rail::MaxConcurrentPlans)),
             ("cooldown running", Box::new(|i| i.last_plan_ended_at = Some(at(9_500))), Some(Rail::Cooldown)),
             ("cooldown over", Box::new(|i| i.last_plan_ended_at = Some(at(9_000))), None),

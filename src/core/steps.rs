@@ -25,7 +25,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::conditions::reason;
 use crate::api::plan::{
-    PlanPhase, PlanStep, RecoveryPlanSpec, RecoveryPlanStatus, StepAction, StepParameters, StepPhase, StepStatus,
+    PlanPhase, PlanStep, RecoveryPlanSpec, RecoveryPlanStatus, RequestAction, StepAction, StepParameters, StepPhase,
+    StepStatus,
 };
 
 pub use super::outcomes::{ActionOutcome, VerifyOutcome};
@@ -101,6 +102,9 @@ pub struct Inputs<'a> {
     /// before a restart): a call sent then may still land, so acting waits until
     /// `call_settle` after the attempt started.
     pub resumed: bool,
+    /// An on-demand request the plan's annotations ask for and its status has not handled
+    /// (see `core::requests`): handled before anything else.
+    pub request: Option<(RequestAction, &'a str)>,
     /// Now.
     pub now: Timestamp,
 }
@@ -202,6 +206,10 @@ pub enum Transition {
     Failed { message: String },
     /// The plan ended without acting: the target had recovered.
     NotNeeded { message: String },
+    /// An on-demand request (annotation) was handled: accepted, or refused with why.
+    Request { action: RequestAction, by: String, accepted: bool, message: String },
+    /// A person cancelled the plan.
+    Cancelled { message: String },
 }
 
 impl Transition {
@@ -220,12 +228,22 @@ impl Transition {
             Self::Completed => reason::PLAN_COMPLETED,
             Self::Failed { .. } => reason::PLAN_FAILED,
             Self::NotNeeded { .. } => reason::PLAN_NOT_NEEDED,
+            Self::Request { accepted: true, .. } => reason::REQUEST_ACCEPTED,
+            Self::Request { accepted: false, .. } => reason::REQUEST_REFUSED,
+            Self::Cancelled { .. } => reason::PLAN_CANCELLED,
         }
     }
 
     /// Whether the Event is a Warning.
     pub fn is_warning(&self) -> bool {
-        matches!(self, Self::Held { .. } | Self::StepRetry { .. } | Self::StepFailed { .. } | Self::Failed { .. })
+        matches!(
+            self,
+            Self::Held { .. }
+                | Self::StepRetry { .. }
+                | Self::StepFailed { .. }
+                | Self::Failed { .. }
+                | Self::Request { accepted: false, .. }
+        )
     }
 
     /// Event message.
@@ -247,7 +265,8 @@ impl Transition {
             | Self::StepSkipped { order, action, message }
             | Self::StepFailed { order, action, message } => format!("step {order} {action:?}: {message}"),
             Self::Completed => "every step completed".into(),
-            Self::Failed { message } | Self::NotNeeded { message } => message.clone(),
+            Self::Failed { message } | Self::NotNeeded { message } | Self::Cancelled { message } => message.clone(),
+            Self::Request { message, .. } => message.clone(),
         }
     }
 }
@@ -257,6 +276,10 @@ pub fn decide(i: &Inputs) -> Next {
     let Some(phase) = i.status.phase else {
         return persist(initial(i.spec), vec![Transition::Created], None);
     };
+    if let Some((action, token)) = i.request {
+        let (status, transitions) = super::requests::handle(i.spec, i.status, action, token, i.now);
+        return persist(status, transitions, None);
+    }
     if phase.is_terminal() {
         return Next::Done;
     }
@@ -285,7 +308,7 @@ pub fn decide(i: &Inputs) -> Next {
     match phase {
         PlanPhase::Created | PlanPhase::AwaitingApproval => start_plan(i, phase),
         PlanPhase::Executing => advance(i),
-        PlanPhase::Completed | PlanPhase::Failed | PlanPhase::NotNeeded => Next::Done,
+        PlanPhase::Completed | PlanPhase::Failed | PlanPhase::NotNeeded | PlanPhase::Cancelled => Next::Done,
     }
 }
 
@@ -320,7 +343,8 @@ fn start_plan(i: &Inputs, phase: PlanPhase) -> Next {
         return hold(i, held);
     }
     s.phase = Some(PlanPhase::Executing);
-    s.started_at = Some(Time(i.now));
+    // A retried plan keeps when it first started.
+    s.started_at.get_or_insert(Time(i.now));
     s.approved_by = i.approved_by.map(str::to_owned);
     s.message = None;
     s.conditions.retain(|c| c.type_ != HELD);
@@ -563,7 +587,7 @@ fn pending(order: u32) -> StepStatus {
     }
 }
 
-fn ordered(spec: &RecoveryPlanSpec) -> Vec<&PlanStep> {
+pub(super) fn ordered(spec: &RecoveryPlanSpec) -> Vec<&PlanStep> {
     let mut steps: Vec<_> = spec.steps.iter().collect();
     steps.sort_by_key(|s| s.order);
     steps
@@ -583,7 +607,7 @@ pub fn in_action_attempt(spec: &RecoveryPlanSpec, status: &RecoveryPlanStatus) -
         .map(|(step, st)| (step.order, st.attempts))
 }
 
-fn current_step<'a>(
+pub(super) fn current_step<'a>(
     spec: &'a RecoveryPlanSpec,
     status: &'a RecoveryPlanStatus,
 ) -> Option<(&'a PlanStep, &'a StepStatus)> {
@@ -593,7 +617,7 @@ fn current_step<'a>(
     })
 }
 
-fn step_mut(s: &mut RecoveryPlanStatus, order: u32) -> &mut StepStatus {
+pub(super) fn step_mut(s: &mut RecoveryPlanStatus, order: u32) -> &mut StepStatus {
     if let Some(i) = s.steps.iter().position(|st| st.order == order) {
         return &mut s.steps[i];
     }
@@ -643,36 +667,45 @@ fn fail_plan(
             message: message.to_owned(),
         });
     }
-    for step in ordered(spec) {
-        let st = step_mut(s, step.order);
-        if matches!(st.phase, StepPhase::Pending | StepPhase::InProgress)
-            && st.attempts > 0
-            && step.action.is_mutating()
-        {
-            // An attempt was made (and may have reached AWS, e.g. a call that timed out):
-            // the record must not claim the step never ran.
-            st.phase = StepPhase::Failed;
-            st.completed_at = Some(Time(now));
-            st.next_attempt_at = None;
-            let last = st.message.clone().unwrap_or_default();
-            st.message =
-                Some(format!("stopped after {} attempt(s), the last one's effect unknown: {last}", st.attempts));
-            transitions.push(Transition::StepFailed {
-                order: step.order,
-                action: step.action,
-                message: st.message.clone().unwrap_or_default(),
-            });
-        } else if matches!(st.phase, StepPhase::Pending | StepPhase::InProgress) {
-            transitions.push(skip(st, step, "not run: the plan failed before this step".into()));
-        }
-    }
+    transitions.extend(stop_unfinished(s, spec, "stopped", "not run: the plan failed before this step", now));
     finish(s, spec, PlanPhase::Failed, message, now);
     transitions.push(Transition::Failed { message: message.to_owned() });
     transitions
 }
 
+/// Closes every step not finished: an action that was attempted (and may have reached AWS,
+/// e.g. a call that timed out) is `Failed` with "`stopped` after N attempt(s)", so the
+/// record never claims it did not run; every other step is `Skipped` with `not_run`.
+pub(super) fn stop_unfinished(
+    s: &mut RecoveryPlanStatus,
+    spec: &RecoveryPlanSpec,
+    stopped: &str,
+    not_run: &str,
+    now: Timestamp,
+) -> Vec<Transition> {
+    let mut transitions = vec![];
+    for step in ordered(spec) {
+        let st = step_mut(s, step.order);
+        if !matches!(st.phase, StepPhase::Pending | StepPhase::InProgress) {
+            continue;
+        }
+        if step.action.is_mutating() && st.attempts > 0 {
+            st.phase = StepPhase::Failed;
+            st.completed_at = Some(Time(now));
+            st.next_attempt_at = None;
+            let last = st.message.clone().unwrap_or_default();
+            let message = format!("{stopped} after {} attempt(s), the last one's effect unknown: {last}", st.attempts);
+            st.message = Some(message.clone());
+            transitions.push(Transition::StepFailed { order: step.order, action: step.action, message });
+        } else {
+            transitions.push(skip(st, step, not_run.to_owned()));
+        }
+    }
+    transitions
+}
+
 /// Marks a step that will not run Skipped, saying why.
-fn skip(st: &mut StepStatus, step: &PlanStep, why: String) -> Transition {
+pub(super) fn skip(st: &mut StepStatus, step: &PlanStep, why: String) -> Transition {
     st.phase = StepPhase::Skipped;
     st.next_attempt_at = None;
     st.message = Some(why);
@@ -680,7 +713,13 @@ fn skip(st: &mut StepStatus, step: &PlanStep, why: String) -> Transition {
 }
 
 /// Puts the plan in a terminal phase.
-fn finish(s: &mut RecoveryPlanStatus, spec: &RecoveryPlanSpec, phase: PlanPhase, message: &str, now: Timestamp) {
+pub(super) fn finish(
+    s: &mut RecoveryPlanStatus,
+    spec: &RecoveryPlanSpec,
+    phase: PlanPhase,
+    message: &str,
+    now: Timestamp,
+) {
     s.phase = Some(phase);
     s.completed_at = Some(Time(now));
     s.message = Some(message.to_owned());
@@ -707,7 +746,7 @@ fn end_not_needed(
     transitions
 }
 
-fn progress(s: &RecoveryPlanStatus, spec: &RecoveryPlanSpec) -> String {
+pub(super) fn progress(s: &RecoveryPlanStatus, spec: &RecoveryPlanSpec) -> String {
     let done = s.steps.iter().filter(|st| st.phase == StepPhase::Completed).count();
     format!("{done}/{}", spec.steps.len())
 }

@@ -41,6 +41,7 @@ struct Plan {
     gate: Gate,
     settings: Settings,
     resumed: bool,
+    request: Option<(RequestAction, String)>,
     now: Timestamp,
 }
 
@@ -54,6 +55,7 @@ impl Plan {
             gate: Gate::Open,
             settings: settings(),
             resumed: false,
+            request: None,
             now: at(0),
         }
     }
@@ -66,6 +68,7 @@ impl Plan {
             gate: &self.gate,
             settings: &self.settings,
             resumed: self.resumed,
+            request: self.request.as_ref().map(|(a, t)| (*a, t.as_str())),
             now: self.now,
         }
     }
@@ -549,4 +552,118 @@ fn a_resumed_attempt_waits_for_its_call_to_settle_then_acts() {
     p.resumed = false;
     p.now = at(3);
     assert!(matches!(p.decide(), Next::Act(_)), "this process's own attempt acts at once");
+}
+
+/// A person's request, as the plan's annotations and status make it pending.
+fn ask(p: &mut Plan, action: RequestAction, value: &str) -> Vec<Transition> {
+    let annotations = BTreeMap::from([(action.annotation().to_owned(), value.to_owned())]);
+    p.request = crate::core::requests::pending(&annotations, &p.status);
+    let transitions = p.persist();
+    p.request = crate::core::requests::pending(&annotations, &p.status);
+    assert_eq!(p.request, None, "a request is handled once");
+    transitions
+}
+
+fn request_outcome(t: &[Transition]) -> (bool, String) {
+    match &t[0] {
+        Transition::Request { accepted, message, .. } => (*accepted, message.clone()),
+        other => panic!("expected the request first, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_retry_gives_the_failed_step_one_more_attempt_under_the_same_protocol() {
+    let mut p = Plan::new().at_first_action();
+    p.settings.max_attempts = 1;
+    p.act(ActionOutcome::Failed { message: "AccessDeniedException".into(), retryable: false });
+    assert_eq!(p.status.phase, Some(PlanPhase::Failed));
+    p.now = at(600);
+    let t = ask(&mut p, RequestAction::Retry, "alice 1764755000");
+    let (accepted, message) = request_outcome(&t);
+    assert!(
+        accepted && message.contains("retry requested by alice: step 1 RestartService gets attempt 2"),
+        "{message}"
+    );
+    assert_eq!(p.status.phase, Some(PlanPhase::Created), "through Created: the lock and the rails again");
+    assert_eq!(p.status.completed_at, None);
+    assert_eq!((p.step(1).phase, p.step(2).phase), (StepPhase::Pending, StepPhase::Pending));
+    let record = &p.status.requests[0];
+    assert_eq!((record.by.as_str(), record.token.as_str()), ("alice", "alice 1764755000"));
+    p.persist(); // Executing
+    assert_eq!(p.status.started_at, Some(Time(at(0))), "the plan keeps its first start");
+    assert!(matches!(p.persist()[..], [Transition::StepStarted { order: 1, attempt: 2, .. }]));
+    let started = p.started();
+    assert_eq!((started.attempt(), started.since()), (2, at(0)), "the check-first read looks back to attempt 1");
+    // Past maxAttempts, a failure of the retry fails the plan again: one more call, no more.
+    p.act(ActionOutcome::Failed { message: "500".into(), retryable: true });
+    assert_eq!(p.status.phase, Some(PlanPhase::Failed));
+}
+
+#[test]
+fn a_retry_of_a_failed_verification_verifies_again_with_a_fresh_timeout() {
+    let mut p = Plan::new().at_first_action();
+    p.act(done("UpdateService accepted"));
+    p.persist(); // step 2 InProgress
+    p.now = at(400);
+    p.persist(); // past stepTimeout: failed
+    assert_eq!((p.status.phase, p.step(2).phase), (Some(PlanPhase::Failed), StepPhase::Failed));
+    p.now = at(1000);
+    let (accepted, _) = request_outcome(&ask(&mut p, RequestAction::Reverify, "bob"));
+    assert!(accepted);
+    assert_eq!((p.status.phase, p.step(1).phase), (Some(PlanPhase::Executing), StepPhase::Completed));
+    p.persist(); // step 2 InProgress again
+    assert_eq!(p.step(2).started_at, Some(Time(at(1000))), "a fresh stepTimeout");
+    assert_eq!(p.started().action(), StepAction::VerifyService, "a verification, never an action");
+    p.verify(VerifyOutcome::Satisfied { evidence: ev("runningCount", "2"), message: "ok".into() });
+    p.persist();
+    assert_eq!(p.status.phase, Some(PlanPhase::Completed));
+}
+
+#[test]
+fn requests_that_do_not_apply_are_refused_and_change_nothing_else() {
+    // Re-verify of a plan failed at its action.
+    let mut p = Plan::new().at_first_action();
+    p.act(ActionOutcome::Failed { message: "AccessDenied".into(), retryable: false });
+    let before = p.status.clone();
+    let t = ask(&mut p, RequestAction::Reverify, "bob");
+    let (accepted, message) = request_outcome(&t);
+    assert!(!accepted && message.contains("retry the plan instead"), "{message}");
+    assert!(t[0].is_warning());
+    assert_eq!(RecoveryPlanStatus { requests: vec![], ..p.status.clone() }, before);
+    // Retry of a plan that has not failed; cancel of an action in flight.
+    let mut p = Plan::new().at_first_action();
+    let (accepted, message) = request_outcome(&ask(&mut p, RequestAction::Retry, "carol"));
+    assert!(!accepted && message.contains("only a Failed plan"), "{message}");
+    let (accepted, message) = request_outcome(&ask(&mut p, RequestAction::Cancel, "carol"));
+    assert!(!accepted && message.contains("may be in flight"), "{message}");
+    assert_eq!(p.step(1).phase, StepPhase::InProgress);
+    assert!(matches!(p.decide(), Next::Act(_)), "the action goes on");
+}
+
+#[test]
+fn a_cancelled_waiting_plan_never_acts_even_when_approved_after() {
+    let mut p = Plan { manual: true, ..Plan::new() };
+    p.persist(); // Created
+    assert!(matches!(p.persist()[..], [Transition::AwaitingApproval]));
+    let t = ask(&mut p, RequestAction::Cancel, "dave");
+    assert!(request_outcome(&t).0);
+    assert!(matches!(t.last(), Some(Transition::Cancelled { .. })));
+    assert_eq!(p.status.phase, Some(PlanPhase::Cancelled));
+    assert!(p.status.steps.iter().all(|s| s.phase == StepPhase::Skipped && s.attempts == 0));
+    p.approved_by = Some("erin".into());
+    assert_eq!(p.decide(), Next::Done);
+    // The same value again is the same request; a new one is refused (the plan ended).
+    let (accepted, message) = request_outcome(&ask(&mut p, RequestAction::Cancel, "dave again"));
+    assert!(!accepted && message.contains("already ended Cancelled"), "{message}");
+}
+
+#[test]
+fn a_cancel_between_attempts_records_that_an_attempt_was_made() {
+    let mut p = Plan::new().at_first_action();
+    p.act(ActionOutcome::Failed { message: "timeout".into(), retryable: true });
+    assert_eq!(p.step(1).phase, StepPhase::Pending);
+    ask(&mut p, RequestAction::Cancel, "frank");
+    assert_eq!(p.status.phase, Some(PlanPhase::Cancelled));
+    assert_eq!(p.step(1).phase, StepPhase::Failed, "not 'never ran': the attempt may have landed");
+    assert!(p.step(1).message.as_deref().unwrap().contains("cancelled by frank after 1 attempt(s)"));
 }

@@ -22,6 +22,15 @@ pub async fn wait_phase(client: &Client, ns: &str, phase: PlanPhase, timeout: st
     .await
 }
 
+/// Waits for `n` plans in the namespace, all in `phase`.
+pub async fn wait_all(client: &Client, ns: &str, phase: PlanPhase, n: usize, timeout: std::time::Duration) {
+    super::eventually(&format!("{n} plans in phase {phase:?}"), timeout, || async {
+        let all = all(client, ns).await;
+        (all.len() == n && all.iter().all(|p| self::phase(p) == Some(phase))).then_some(())
+    })
+    .await
+}
+
 /// The plan's held reason, if a rail holds it.
 pub fn held(p: &RecoveryPlan) -> Option<String> {
     p.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Held" && c.status == "True").map(|c| c.reason.clone())

@@ -17,6 +17,14 @@ pub async fn create(client: &Client, ns: &str, name: &str, spec: Value) -> Recov
         .expect("create policy")
 }
 
+/// Merge-patches a policy (`{"spec": …}`), as a person or Git would change it.
+pub async fn patch(client: &Client, ns: &str, name: &str, patch: Value) -> RecoveryPolicy {
+    Api::<RecoveryPolicy>::namespaced(client.clone(), ns)
+        .patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .expect("patch policy")
+}
+
 /// The policy as stored.
 pub async fn get(client: &Client, ns: &str, name: &str) -> RecoveryPolicy {
     Api::<RecoveryPolicy>::namespaced(client.clone(), ns).get(name).await.expect("get policy")

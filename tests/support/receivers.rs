@@ -47,3 +47,25 @@ impl Receivers {
         assert!(resp.status().is_success(), "{}", resp.text().await.unwrap_or_default());
     }
 }
+
+/// Creates the Secret `slack` (key `url`) in `ns`, holding a webhook URL of the Slack
+/// receiver; returns the path its posts are listed (and failed) under.
+pub async fn slack_secret(client: &kube::Client, ns: &str) -> String {
+    use k8s_openapi::api::core::v1::Secret;
+    let url = format!("{}/{ns}/{}", super::var("RECOVERY_SLACK_URL"), super::unique("hook"));
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "slack"},
+        "stringData": {"url": url},
+    }))
+    .expect("a secret");
+    kube::Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&Default::default(), &secret)
+        .await
+        .expect("create the slack secret");
+    format!("/slack/{ns}")
+}
+
+/// A policy's `alerts` sending every severity to the Secret made by [`slack_secret`].
+pub fn slack_alerts() -> Value {
+    json!({"minSeverity": "low", "slack": {"webhookSecretRef": {"name": "slack", "key": "url"}, "channel": "#incidents"}})
+}

@@ -2,6 +2,7 @@
 -- Plain Lua 5.1 without the string and math libraries (Argo CD's default sandbox).
 --   status.phase Completed -> Healthy
 --   NotNeeded -> Healthy (the target recovered before the plan acted; status.message)
+--   Cancelled -> Healthy (a person cancelled it: their decision, not a fault; status.message)
 --   Failed -> Degraded (status.message)
 --   AwaitingApproval -> Suspended (a Manual plan waits for a person to approve it)
 --   Created / Executing, or no status yet -> Progressing
@@ -24,6 +25,9 @@ if phase == "Completed" then
 elseif phase == "NotNeeded" then
   hs.status = "Healthy"
   hs.message = message or "Not needed: the target recovered"
+elseif phase == "Cancelled" then
+  hs.status = "Healthy"
+  hs.message = message or "Cancelled"
 elseif phase == "Failed" then
   hs.status = "Degraded"
   hs.message = message or "Failed"
