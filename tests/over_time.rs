@@ -149,12 +149,13 @@ async fn a_flapping_target_leaves_a_bounded_history_and_deletes_nothing_still_ne
 /// (maxConcurrentPlans 1): the rails still hold after the pause.
 #[tokio::test]
 async fn a_paused_policy_alerts_saying_so_and_acts_once_the_pause_lifts() {
-    let until = Timestamp::now() + SignedDuration::from_secs(25);
+    // Whole seconds, as the policy states it: the pause ends at exactly this time.
+    let until = (Timestamp::now() + SignedDuration::from_secs(25)).round(k8s_openapi::jiff::Unit::Second).unwrap();
     let remediation = json!({"maxConcurrentPlans": 1, "maxUnhealthyPercent": 100});
     let s = Services::down("pause", &["a", "b"], 1, json!({"failureThreshold": 1, "successThreshold": 1}), remediation)
         .await;
     let slack = slack_secret(&s.client, &s.ns).await;
-    let until_text = until.round(k8s_openapi::jiff::Unit::Second).unwrap().to_string();
+    let until_text = until.to_string();
     let patch = json!({"spec": {
         "alerts": slack_alerts(),
         "remediation": {"pause": {"until": until_text, "reason": "database maintenance", "requestedBy": "alice"}},
