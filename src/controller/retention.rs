@@ -49,6 +49,9 @@ pub async fn finished(ctx: &Context, policy: &RecoveryPolicy) -> Option<Vec<Fini
 pub async fn prune(ctx: &Context, policy: &RecoveryPolicy, finished: &[Finished], history: &[HistoryEntry]) {
     let cooldown = parse_duration(&policy.spec.remediation.cooldown).unwrap_or_default();
     let pass = retention::prune(finished, history, &policy.spec.retention, cooldown, now());
+    if !pass.kept.is_empty() {
+        tracing::debug!(kept = ?pass.kept, "finished incidents past the limits kept for now");
+    }
     if pass.delete.is_empty() {
         return;
     }
@@ -61,14 +64,17 @@ pub async fn prune(ctx: &Context, policy: &RecoveryPolicy, finished: &[Finished]
         // after the incident, but where it lags (or does not run) the plan would outlive
         // its incident; an incident briefly without its plan is still finished.
         if let Some(plan) = plan {
-            match plans.delete(&plan, &background(None)).await {
-                Ok(_) => ctx.metrics.pruned.get_or_create(&KindLabel { kind: "RecoveryPlan".into() }).inc(),
-                Err(kube::Error::Api(e)) if e.code == 404 => 0,
+            let deleted = plans.delete(&plan, &background(None)).await;
+            match deleted {
+                Ok(_) => {
+                    ctx.metrics.pruned.get_or_create(&KindLabel { kind: "RecoveryPlan".into() }).inc();
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {} // gone already (the GC, or an earlier pass)
                 Err(e) => {
                     warn!(%plan, error = %e, "could not delete a finished plan; trying again next cycle");
                     continue;
                 }
-            };
+            }
         }
         match incidents.delete(&name, &background(uid)).await {
             Ok(_) => {
