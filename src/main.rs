@@ -85,6 +85,13 @@ struct RunArgs {
     /// A whole AWS operation, retries of reads included, gives up after this long.
     #[arg(long, env = "RECOVERY_AWS_OPERATION_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     aws_operation_timeout: Duration,
+    /// Read AWS events from this SQS queue (repeat the flag, or comma-separate): an
+    /// EventBridge rule's target (see examples/events/). An event wakes the probe of the
+    /// targets it names at once; polling at each policy's probeInterval goes on regardless.
+    /// The queue's region comes from its URL; it is read with the controller's own
+    /// credentials (rules in other accounts forward to its event bus).
+    #[arg(long = "event-queue", env = "RECOVERY_EVENT_QUEUES", value_delimiter = ',')]
+    event_queues: Vec<String>,
     /// Log format.
     #[arg(long, env = "RECOVERY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -205,13 +212,14 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let aws = ClientCache::from_env(settings, metrics.clone()).await;
     let identity = args.instance.clone().unwrap_or_else(|| format!("recovery-controller-{}", std::process::id()));
     let ctx = Context::new(client.clone(), aws, Some(identity.clone()), metrics.clone(), args.allow_insecure_endpoints);
+    ctx.queues.configure(args.event_queues.clone());
     let scope = Scope {
         namespaces: args.namespaces.clone(),
         selector: args.policy_selector.clone(),
         concurrency: args.concurrency,
         probe_concurrency: args.probe_concurrency,
     };
-    tracing::info!(namespaces = ?scope.namespaces, selector = ?scope.selector, leader_election = args.leader_election, "starting");
+    tracing::info!(namespaces = ?scope.namespaces, selector = ?scope.selector, leader_election = args.leader_election, event_queues = ?ctx.queues.urls(), "starting");
 
     wait_until_ready(&client, &scope).await;
     ready.store(true, Ordering::Relaxed);

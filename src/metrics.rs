@@ -87,6 +87,27 @@ pub struct AlertLabels {
     pub outcome: &'static str,
 }
 
+/// Labels: an AWS event's source and type (`other` for any this controller does not hear)
+/// and what came of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// `aws.ecs`, `aws.rds`, `aws.cloudwatch`, `other`; `unreadable` for a message that is
+    /// not an event.
+    pub source: &'static str,
+    /// e.g. `ECS Service Action`.
+    pub detail_type: &'static str,
+    /// `matched` (it woke a probe), `unwatched` (it names nothing a policy watches),
+    /// `duplicate` (its id was seen), `unreadable`.
+    pub outcome: &'static str,
+}
+
+/// Labels: an event queue.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    /// The queue's URL.
+    pub queue: String,
+}
+
 /// Every metric the controller exports.
 pub struct Metrics {
     registry: Registry,
@@ -131,6 +152,16 @@ pub struct Metrics {
     pub leader: Gauge,
     /// 1 while the AWS circuit breaker pauses new remediation.
     pub aws_circuit_open: Gauge,
+    /// AWS events read from the queues, by source, type and outcome (their sum: received).
+    pub events: Family<EventLabels, Counter>,
+    /// Age of the oldest message of a queue's last answer (0 when it had none), by queue.
+    pub event_queue_lag_seconds: Family<QueueLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// 1 while a queue answers, 0 while reading it fails, by queue.
+    pub event_queue_up: Family<QueueLabel, Gauge>,
+    /// Probes started because events woke them (each asks about the targets woken).
+    pub probes_woken: Counter,
+    /// Targets those probes asked about.
+    pub targets_woken: Counter,
     open_by_policy: Mutex<HashMap<String, HashMap<IncidentLabels, i64>>>,
     paused_by_policy: Mutex<HashMap<String, i64>>,
 }
@@ -171,6 +202,11 @@ impl Default for Metrics {
             alerts: Family::default(),
             leader: Gauge::default(),
             aws_circuit_open: Gauge::default(),
+            events: Family::default(),
+            event_queue_lag_seconds: Family::default(),
+            event_queue_up: Family::default(),
+            probes_woken: Counter::default(),
+            targets_woken: Counter::default(),
             open_by_policy: Mutex::default(),
             paused_by_policy: Mutex::default(),
         };
@@ -214,6 +250,19 @@ impl Default for Metrics {
         r.register("alert_deliveries", "Alert deliveries by channel and outcome", m.alerts.clone());
         r.register("leader", "1 when this replica holds the leader lease", m.leader.clone());
         r.register("aws_circuit_open", "1 while too many AWS errors pause new remediation", m.aws_circuit_open.clone());
+        r.register("events", "AWS events read from the event queues, by source, type and outcome", m.events.clone());
+        r.register(
+            "event_queue_lag_seconds",
+            "Age of the oldest message in an event queue's last answer",
+            m.event_queue_lag_seconds.clone(),
+        );
+        r.register(
+            "event_queue_up",
+            "1 while an event queue answers, 0 while reading it fails",
+            m.event_queue_up.clone(),
+        );
+        r.register("probes_woken", "Probes started because AWS events woke them", m.probes_woken.clone());
+        r.register("targets_woken", "Targets asked about by probes that events woke", m.targets_woken.clone());
         m
     }
 }

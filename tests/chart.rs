@@ -190,6 +190,9 @@ fn helm_lint_passes() {
         &[][..],
         &["watchNamespaces={team-a,team-b}", "rbac.secretNames={slack-webhook,smtp}"][..],
         &["serviceMonitor.enabled=true", "serviceAccount.roleArn=arn:aws:iam::123456789012:role/recovery"][..],
+        &[
+            "events.queueUrls={https://sqs.us-east-1.amazonaws.com/123456789012/a,https://sqs.eu-west-1.amazonaws.com/123456789012/b}",
+        ][..],
         &["replicaCount=1", "leaderElection.enabled=false", "logFormat=text", "policySelector=team=payments"][..],
     ] {
         let mut args = vec!["lint", "--strict", CHART];
@@ -347,6 +350,7 @@ fn values_reach_the_manifests() {
             "leaderElection.leaseNamespace=kube-system",
             "logFormat=text",
             "metrics.port=9090",
+            "events.queueUrls={https://sqs.eu-west-1.amazonaws.com/123456789012/recovery-events}",
             "extraArgs={--concurrency,32}",
             "extraEnv[0].name=RUST_LOG",
             "extraEnv[0].value=debug",
@@ -374,6 +378,8 @@ fn values_reach_the_manifests() {
             "team-b",
             "--policy-selector",
             "tier in (prod)",
+            "--event-queue",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/recovery-events",
             "--concurrency",
             "32"
         ]
@@ -429,6 +435,7 @@ fn unsafe_values_are_refused() {
         (&["webhook.enabled=true"][..], "webhook.enabled needs webhook.certSecretName"),
         (&["webhook.enabled=true", "webhook.certSecretName=certs"][..], "needs webhook.caBundle or"),
         (&["webhook.failurePolicy=Sometimes"][..], "failurePolicy"),
+        (&["events.queueUrls={recovery-events}"][..], "queueUrls"),
     ] {
         let out = try_render("recovery", "ops", sets);
         assert!(!out.status.success(), "{sets:?} must be refused");

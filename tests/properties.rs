@@ -194,8 +194,12 @@ fn run_detection(case: &DetectionCase, agree: Agree) -> Result<Incidents, TestCa
             world.by_name.iter().filter(|(_, (_, open))| *open).map(|(n, _)| n.clone()).collect();
         adopt_orphans(POLICY, &spec, &mut mem.states, &open);
         let none = std::collections::BTreeSet::new();
-        let cycle = detect(POLICY, &spec, &mem.states, &probes, now, &none);
-        prop_assert_eq!(&cycle, &detect(POLICY, &spec, &mem.states, &probes, now, &none), "detect is deterministic");
+        let cycle = detect(POLICY, &spec, &mem.states, &probes, now, &none, &Default::default());
+        prop_assert_eq!(
+            &cycle,
+            &detect(POLICY, &spec, &mem.states, &probes, now, &none, &Default::default()),
+            "detect is deterministic"
+        );
 
         let mut next = Lineage { states: cycle.states.clone(), history: mem.history.clone() };
         for (key, kind) in keys.iter().zip(kinds) {

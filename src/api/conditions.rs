@@ -19,6 +19,10 @@ pub mod policy {
     /// Whether a pause (`remediation.pause`) holds remediation now, of which targets, until
     /// when and why.
     pub const PAUSED: &str = "Paused";
+    /// Whether AWS events (EventBridge → SQS) reach the controller to wake this policy's
+    /// probes; polling goes on either way. Absent when no queue is read and the policy
+    /// does not ask for events.
+    pub const PUSH_DETECTION: &str = "PushDetection";
 }
 
 /// Condition types on an Incident.
@@ -94,6 +98,21 @@ pub mod reason {
     pub const PAUSE_STARTED: &str = "PauseStarted";
     /// The Event when a pause lifts (its time passed, or it was removed).
     pub const PAUSE_ENDED: &str = "PauseEnded";
+
+    // Push detection (the PushDetection condition).
+    /// PushDetection: every event queue answers; events wake this policy's probes.
+    pub const RECEIVING: &str = "Receiving";
+    /// PushDetection is False: an event queue cannot be read (the message has AWS's error);
+    /// detection is by polling.
+    pub const QUEUE_UNREADABLE: &str = "QueueUnreadable";
+    /// PushDetection is False: the policy asks for events (`Corroborate`) but the
+    /// controller reads no queue (`--event-queue`); detection is by polling.
+    pub const NO_QUEUE: &str = "NoQueue";
+    /// PushDetection is False: the policy's `detection.events` is Ignore.
+    pub const EVENTS_IGNORED: &str = "EventsIgnored";
+    /// The Event when a probe woken by an AWS event and the event itself agree that a
+    /// target is unhealthy (`Corroborate`), opening the incident without waiting.
+    pub const EVENT_CORROBORATED: &str = "EventCorroborated";
 
     // Detection (Events on the policy; the Resolved condition on incidents).
     /// An incident was opened.

@@ -266,6 +266,31 @@ pub struct DetectionSpec {
     #[serde(default = "two")]
     #[schemars(range(min = 1, max = 10))]
     pub success_threshold: u32,
+    /// What AWS events (EventBridge → SQS, read when the controller runs with
+    /// `--event-queue`) about this policy's targets do. `Wake` (the default): an event
+    /// probes the targets it names at once, and that answer counts like any other, so the
+    /// flap guard still needs its (failureThreshold − 1) intervals. `Corroborate`: as Wake,
+    /// and an unhealthy answer from a probe woken by a fresh trouble event (an ECS WARN or
+    /// ERROR, an RDS failure, failover or availability event, a Route 53 health check's
+    /// alarm going to ALARM; sent within the last 5 minutes) reaches failureThreshold at
+    /// once: AWS's event and the controller's own probe agree. `Ignore`: events wake
+    /// nothing. An event never opens an incident or acts by itself; polling at
+    /// probeInterval goes on whatever this says.
+    #[serde(default)]
+    pub events: EventsMode,
+}
+
+/// What AWS events about a policy's targets do (see `detection.events`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EventsMode {
+    /// Events wake nothing: detection is by polling alone.
+    Ignore,
+    /// An event probes the targets it names at once; the flap guard counts the answer as usual.
+    #[default]
+    Wake,
+    /// As Wake, and a fresh trouble event plus an unhealthy answer from the probe it woke
+    /// reach failureThreshold at once.
+    Corroborate,
 }
 
 fn two() -> u32 {
@@ -274,7 +299,7 @@ fn two() -> u32 {
 
 impl Default for DetectionSpec {
     fn default() -> Self {
-        Self { failure_threshold: 2, success_threshold: 2 }
+        Self { failure_threshold: 2, success_threshold: 2, events: EventsMode::Wake }
     }
 }
 

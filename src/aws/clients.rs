@@ -94,6 +94,9 @@ pub const ROUTE53_READ_ATTEMPTS: u32 = 4;
 const ROUTE53_RETRY_BASE: Duration = Duration::from_secs(1);
 const ROUTE53_RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// How long one ReceiveMessage waits for messages (SQS's longest long poll).
+pub const SQS_LONG_POLL: Duration = Duration::from_secs(20);
+
 /// How the process talks to AWS (the `run` command's `--aws-*` flags).
 #[derive(Clone, Debug)]
 pub struct AwsSettings {
@@ -211,6 +214,24 @@ impl ClientCache {
     /// Whether the process-wide AWS circuit breaker is open.
     pub fn circuit_open(&self) -> bool {
         self.limits.breaker.is_open()
+    }
+
+    /// An SQS client for reading event queues in `region` (the queue's URL says which;
+    /// `None`: the base chain's region), with the controller's own credentials: a queue
+    /// lives in the controller's account, and other accounts' rules forward to it. Its
+    /// attempts outlast a long poll ([`SQS_LONG_POLL`]) by the usual attempt timeout.
+    pub fn sqs(&self, region: Option<&str>) -> aws_sdk_sqs::Client {
+        let mut builder = aws_sdk_sqs::config::Builder::from(&self.base).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(SQS_LONG_POLL + self.attempt_timeout)
+                .operation_timeout(2 * (SQS_LONG_POLL + self.attempt_timeout))
+                .build(),
+        );
+        if let Some(region) = region {
+            builder = builder.region(Region::new(region.to_owned()));
+        }
+        aws_sdk_sqs::Client::from_conf(builder.build())
     }
 
     /// The clients for a region and optional role. With a role, credentials come from STS

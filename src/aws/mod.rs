@@ -17,5 +17,5 @@ pub mod kinds;
 pub mod probe;
 pub mod report;
 
-pub use clients::{AwsSettings, ClientCache, Clients};
+pub use clients::{AwsSettings, ClientCache, Clients, SQS_LONG_POLL};
 pub use error::AwsFault;

@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod detection_writes;
+pub mod events;
 pub mod incident;
 pub mod plan;
 pub mod policy;
@@ -60,6 +61,8 @@ pub struct Context {
     pub allow_insecure_endpoints: bool,
     /// The policies' probes, running and finished (see [`probes`]).
     pub probes: probes::Probes,
+    /// The AWS event queues read (see [`events`]).
+    pub queues: events::Queues,
     /// The watch caches, by watched namespace (`None`: all namespaces).
     caches: std::sync::Mutex<std::collections::HashMap<Option<String>, Caches>>,
 }
@@ -104,6 +107,7 @@ impl Context {
             http: reqwest::Client::new(),
             allow_insecure_endpoints,
             probes: Default::default(),
+            queues: Default::default(),
             caches: Default::default(),
         })
     }
@@ -124,6 +128,11 @@ impl Context {
     /// What the watch scope holding namespace `ns` shares; `None` before `run`.
     pub fn scope(&self, ns: &str) -> Option<Caches> {
         self.in_scope(ns, Caches::clone)
+    }
+
+    /// Every watch scope.
+    pub fn scopes(&self) -> Vec<Caches> {
+        self.caches.lock().expect("not poisoned").values().cloned().collect()
     }
 
     /// `f` of the watch scope holding namespace `ns` (under the lock: clone only what is used).
@@ -314,13 +323,20 @@ pub struct Scope {
     pub probe_concurrency: u16,
 }
 
-/// Runs the four controllers (policy, incident, alert, plan) for every namespace in scope
-/// until the process is asked to stop (SIGTERM or Ctrl-C), finishing in-flight reconciles
+/// Runs the four controllers (policy, incident, alert, plan) for every namespace in scope,
+/// and the readers of the AWS event queues, until the process is asked to stop (SIGTERM or Ctrl-C), finishing in-flight reconciles
 /// first.
 pub async fn run(ctx: Arc<Context>, scope: Scope) {
     let namespaces: Vec<Option<String>> =
         if scope.namespaces.is_empty() { vec![None] } else { scope.namespaces.iter().cloned().map(Some).collect() };
-    futures::future::join_all(namespaces.into_iter().map(|ns| run_in(ctx.clone(), ns, scope.clone()))).await;
+    let controllers =
+        futures::future::join_all(namespaces.into_iter().map(|ns| run_in(ctx.clone(), ns, scope.clone())));
+    // The event queues are read while the controllers run, so by the leader only; the
+    // consumers never finish by themselves.
+    tokio::select! {
+        _ = controllers => {}
+        () = events::consume_all(ctx.clone()) => {}
+    }
 }
 
 async fn run_in(ctx: Arc<Context>, namespace: Option<String>, scope: Scope) {

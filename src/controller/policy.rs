@@ -57,6 +57,10 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
         if let Some(last) = ctx.probes.last(&key).or(status.last_probe_time.as_ref().map(|t| t.0)) {
             let due = next_probe(interval, last, aws_failing_since(&status));
             if spec_seen && now < due {
+                // Targets an AWS event named are asked about now; polling keeps its time.
+                if probes::start_woken(&ctx, policy.clone(), key.clone()) {
+                    return Ok(Action::requeue(interval));
+                }
                 return Ok(Action::requeue(since(due, now).max(Duration::from_millis(100))));
             }
             if spec_seen {
@@ -66,8 +70,13 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
         probes::start(&ctx, policy.clone(), key);
         return Ok(Action::requeue(interval));
     };
-    let (now, report) = (probe.started, probe.report);
+    let (now, report, woken) = (probe.started, probe.report, probe.woken);
     let at = answered_at(interval, probe.started, probe.answered);
+    // The polling schedule is that of the probes of every target.
+    let last_full = match woken.only {
+        Some(_) => ctx.probes.last(&key).unwrap_or(now),
+        None => now,
+    };
     let mut previous = status.target_states.clone();
     adopt_orphans(
         &policy.name_any(),
@@ -79,7 +88,7 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
         true => Box::pin(recovered_incidents(&ctx, &policy, &previous)).await,
         false => Default::default(),
     };
-    let cycle = detect(&policy.name_any(), &policy.spec, &previous, &report.probes, at, &recovered);
+    let cycle = detect(&policy.name_any(), &policy.spec, &previous, &report.probes, at, &recovered, &woken);
     let opened_since: Vec<Timestamp> = cycle
         .decisions
         .iter()
@@ -87,6 +96,16 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
         .filter_map(|(t, _)| t.as_ref())
         .filter_map(|t| cycle.states.iter().find(|s| s.target == t.key)?.unhealthy_since.as_ref().map(|s| s.0))
         .collect();
+    for (target, _) in cycle.decisions.iter().filter(|(_, d)| matches!(d, Decision::Open { .. })) {
+        if let Some(event) = target.as_ref().and_then(|t| woken.corroborated.get(&t.key).map(|e| (t, e))) {
+            let (t, event) = event;
+            let message = format!(
+                "{}: AWS event {event} and the probe it woke agree it is unhealthy: the incident opens without waiting for failureThreshold (detection.events: Corroborate)",
+                t.key
+            );
+            ctx.event(&*policy, EventType::Warning, reason::EVENT_CORROBORATED, action::DETECT, message);
+        }
+    }
     let states = Box::pin(apply_decisions(&policy, &ctx, cycle.decisions, cycle.states, now)).await?;
     for since in opened_since {
         ctx.metrics.detection_seconds.observe(crate::core::time::since(crate::controller::now(), since).as_secs_f64());
@@ -111,12 +130,17 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
         Some(_) => Some(Box::pin(super::alerts::check_secrets(&ctx, &policy)).await),
         None => None,
     };
-    set_conditions(&mut next, &report, alerts, policy.metadata.generation, now);
+    // A woken probe asked about some targets only: what it says of AWS's reachability and
+    // of missing targets stands until the next probe of every target.
+    if woken.only.is_none() {
+        set_conditions(&mut next, &report, alerts, policy.metadata.generation, now);
+    }
+    super::events::set_push_detection(&ctx, &policy, &mut next, now);
     if let Some(held) = set_remediation_allowed(&policy, &mut next, ctx.aws.circuit_open(), now) {
         ctx.event(&*policy, EventType::Warning, held.rail.reason(), action::GUARD, held.message);
     }
     let paused = set_paused(&ctx, &policy, &mut next, crate::controller::now());
-    let due = next_probe(interval, now, aws_failing_since(&next));
+    let due = next_probe(interval, last_full, aws_failing_since(&next));
     // A pause that ends before the next probe is shown ended when it ends.
     let due = paused.filter(|until| *until < due).unwrap_or(due);
     if probe_wait(interval, now, aws_failing_since(&next)) > interval {
@@ -128,13 +152,17 @@ pub async fn reconcile(policy: Arc<RecoveryPolicy>, ctx: Arc<Context>) -> Result
     // A probe that changed nothing writes nothing, but lastProbeTime is kept within
     // HEARTBEAT of the truth so people can see the policy is being probed.
     let stale = next.last_probe_time.as_ref().is_none_or(|t| since(now, t.0) >= HEARTBEAT);
-    if stale || policy.status.as_ref() != Some(&next) {
+    if woken.only.is_none() && (stale || policy.status.as_ref() != Some(&next)) {
         next.last_probe_time = Some(Time(now));
     }
     Box::pin(write_status(&policy, &ctx, &next)).await?;
     // Only what the status just written covers may go.
     if let Some(finished) = finished {
         Box::pin(super::retention::prune(&ctx, &policy, &finished, &next.history)).await;
+    }
+    // Events that came while this probe ran are asked about next.
+    if ctx.probes.woken(&key) {
+        return Ok(Action::requeue(Duration::from_millis(100)));
     }
     Ok(Action::requeue(since(due, crate::controller::now()).max(Duration::from_millis(100))))
 }

@@ -6,8 +6,13 @@
 //! a tenth of the controller's CPU. So the reconcile starts the probe and returns; the
 //! probe, when done, leaves its report here and wakes the policy's reconcile, which detects
 //! on it. Probes only read AWS, so a probe abandoned by a shutdown costs nothing.
+//!
+//! AWS events (`events`) leave wakes here: the targets they name. The policy's reconcile
+//! starts a probe of just those targets at once (a *woken* probe), or folds them into the
+//! probe of every target when one is due anyway. Woken probes leave the polling schedule
+//! alone: `last` is the last probe of every target.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use k8s_openapi::jiff::Timestamp;
@@ -15,7 +20,11 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Semaphore;
 
 use crate::api::RecoveryPolicy;
+use crate::api::policy::RecoveryPolicySpec;
 use crate::aws::probe::{ProbeReport, probe_policy};
+use crate::core::detection::Woken;
+use crate::core::events::Wake;
+use crate::core::targets::narrow;
 use crate::core::time::since;
 
 use super::{Context, now};
@@ -32,14 +41,19 @@ pub struct Finished {
     pub answered: Timestamp,
     /// What AWS said.
     pub report: ProbeReport,
+    /// Which targets events woke for this probe (for a woken probe, the only ones asked).
+    pub woken: Woken,
 }
 
 #[derive(Default)]
 struct Slot {
-    /// When the last probe started.
+    /// When the last probe of every target started.
     last: Option<Timestamp>,
     running: bool,
     finished: Option<Finished>,
+    /// Targets events woke since the last probe started: whether a fresh trouble event
+    /// corroborates them, and which event.
+    wakes: BTreeMap<String, Option<String>>,
 }
 
 /// The probes of this process, by policy (`namespace/name`).
@@ -76,13 +90,43 @@ impl Probes {
         self.with(key, |s| s.finished.take()).filter(|f| f.generation == generation)
     }
 
+    /// Leaves an event's wakes for the policy; whether any is new (then wake its reconcile).
+    /// `event` names the event, for the Event a corroborated incident gets.
+    pub fn wake(&self, key: &str, wakes: &[Wake], event: &str) -> bool {
+        self.with(key, |s| {
+            let mut new = false;
+            for w in wakes {
+                let was = s.wakes.get(&w.target).cloned();
+                let corroborates = w.corroborates.then(|| event.to_owned());
+                match was {
+                    None => {
+                        s.wakes.insert(w.target.clone(), corroborates);
+                        new = true;
+                    }
+                    Some(None) if corroborates.is_some() => {
+                        s.wakes.insert(w.target.clone(), corroborates);
+                        new = true;
+                    }
+                    Some(_) => {}
+                }
+            }
+            new
+        })
+    }
+
+    /// Whether events woke targets of the policy that no probe has asked about since.
+    pub fn woken(&self, key: &str) -> bool {
+        self.slots.lock().expect("not poisoned").get(key).is_some_and(|s| !s.wakes.is_empty())
+    }
+
     /// Forgets a policy that no longer exists.
     fn forget(&self, key: &str) {
         self.slots.lock().expect("not poisoned").remove(key);
     }
 }
 
-/// Starts a probe of `policy` unless one is running.
+/// Starts a probe of every target of `policy` unless one is running; the targets events
+/// woke meanwhile are asked about in it.
 pub fn start(ctx: &Arc<Context>, policy: Arc<RecoveryPolicy>, key: String) {
     let started = now();
     let begun = ctx.probes.with(&key, |s| {
@@ -91,30 +135,56 @@ pub fn start(ctx: &Arc<Context>, policy: Arc<RecoveryPolicy>, key: String) {
             s.running = true;
             s.last = Some(started);
         }
-        idle
+        idle.then(|| Woken { only: None, corroborated: corroborated(std::mem::take(&mut s.wakes)) })
     });
-    if !begun {
-        return;
+    if let Some(woken) = begun {
+        tokio::spawn(probe(ctx.clone(), policy, key, woken));
     }
-    tokio::spawn(probe(ctx.clone(), policy, key));
+}
+
+/// Starts a probe of just the targets events woke, unless one is running or none was woken.
+/// Returns whether one started.
+pub fn start_woken(ctx: &Arc<Context>, policy: Arc<RecoveryPolicy>, key: String) -> bool {
+    let begun = ctx.probes.with(&key, |s| {
+        let idle = !s.running && !s.wakes.is_empty();
+        if idle {
+            s.running = true;
+        }
+        idle.then(|| std::mem::take(&mut s.wakes))
+    });
+    let Some(wakes) = begun else { return false };
+    ctx.metrics.probes_woken.inc();
+    ctx.metrics.targets_woken.inc_by(wakes.len() as u64);
+    let only = wakes.keys().cloned().collect();
+    tokio::spawn(probe(ctx.clone(), policy, key, Woken { only: Some(only), corroborated: corroborated(wakes) }));
+    true
+}
+
+fn corroborated(wakes: BTreeMap<String, Option<String>>) -> BTreeMap<String, String> {
+    wakes.into_iter().filter_map(|(target, event)| Some((target, event?))).collect()
 }
 
 /// One probe: waits for a permit, asks AWS, leaves the report and wakes the reconcile.
 /// Every policy of a cycle waits here at once, so this future stays small: see
 /// `tests::a_waiting_probe_is_small`.
-async fn probe(ctx: Arc<Context>, policy: Arc<RecoveryPolicy>, key: String) {
+async fn probe(ctx: Arc<Context>, policy: Arc<RecoveryPolicy>, key: String, woken: Woken) {
     let _permit = match ctx.probes.permits.get() {
         Some(permits) => Some(permits.acquire().await.expect("never closed")),
         None => None,
     };
     // Detection judges by when AWS was asked, which a full set of permits delays.
     let started = now();
-    let spec = &policy.spec;
+    // A woken probe reads only the targets it was woken for; boxed, to keep this small.
+    let narrowed: Option<Box<RecoveryPolicySpec>> =
+        woken.only.as_ref().map(|only| Box::new(narrow(&policy.spec, only)));
+    let spec = narrowed.as_deref().unwrap_or(&policy.spec);
     let clients = Box::pin(ctx.aws.get(&spec.aws.region, spec.aws.role_arn.as_deref())).await;
-    let report = probe_policy(&clients, spec).await;
+    let report = Box::pin(probe_policy(&clients, spec)).await;
     let answered = now();
-    ctx.metrics.probe_cycle_seconds.observe(since(answered, started).as_secs_f64());
-    let finished = Finished { generation: policy.metadata.generation, started, answered, report };
+    if woken.only.is_none() {
+        ctx.metrics.probe_cycle_seconds.observe(since(answered, started).as_secs_f64());
+    }
+    let finished = Finished { generation: policy.metadata.generation, started, answered, report, woken };
     ctx.probes.with(&key, |s| {
         s.running = false;
         s.finished = Some(finished);
@@ -139,7 +209,8 @@ mod tests {
 
     fn finished(generation: i64) -> Finished {
         let started = k8s_openapi::jiff::Timestamp::UNIX_EPOCH;
-        Finished { generation: Some(generation), started, answered: started, report: Default::default() }
+        let (report, woken) = Default::default();
+        Finished { generation: Some(generation), started, answered: started, report, woken }
     }
 
     /// A report is taken once, and only by the generation it probed.
@@ -162,7 +233,7 @@ mod tests {
     async fn a_waiting_probe_is_small() {
         let ctx = crate::controller::testing::context();
         let policy = crate::controller::testing::policy();
-        let probe = super::probe(ctx, Arc::new(policy), "n/p".into());
+        let probe = super::probe(ctx, Arc::new(policy), "n/p".into(), Default::default());
         let size = std::mem::size_of_val(&probe);
         assert!(size <= 1024, "a probe future is {size} bytes");
         eprintln!("a waiting probe: {size} bytes");

@@ -136,7 +136,10 @@ fn advance(guard: &Guard, prev: &TargetState, next: &mut TargetState, way: Way, 
 }
 
 /// One answer's effect on one target's state. `recovered` says whether the open incident's
-/// plan ended without acting because the target was healthy then.
+/// plan ended without acting because the target was healthy then; `corroborated`, whether a
+/// fresh AWS trouble event about the target woke this answer's probe and the policy takes
+/// that as a second witness (`detection.events: Corroborate`): an unhealthy answer then
+/// reaches failureThreshold at once.
 pub fn step(
     guard: &Guard,
     policy: &str,
@@ -144,6 +147,7 @@ pub fn step(
     probe: &Probe,
     at: Timestamp,
     recovered: bool,
+    corroborated: bool,
 ) -> (TargetState, Decision) {
     let mut next = prev.clone();
     let decision = match probe {
@@ -161,7 +165,14 @@ pub fn step(
                 Decision::StillUnhealthy { incident: incident.clone(), metrics: metrics.clone() }
             }
             None => {
-                if advance(guard, prev, &mut next, Way::Failing, at) {
+                let mut reached = advance(guard, prev, &mut next, Way::Failing, at);
+                if corroborated && !reached {
+                    // The event and this answer stand for the whole streak.
+                    next.consecutive_failures = guard.thresholds.failure_threshold;
+                    next.last_counted_at = None;
+                    reached = true;
+                }
+                if reached {
                     let name = incident_name(policy, &prev.target, prev.opened);
                     next.opened = prev.opened.saturating_add(1);
                     next.open_incident = Some(name.clone());
@@ -233,12 +244,34 @@ pub struct Cycle {
     pub counts: TargetCounts,
 }
 
+/// What AWS events had to do with a probe (see `core::events`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Woken {
+    /// A probe woken by events asks about these targets only; `None`: a probe of every target.
+    pub only: Option<BTreeSet<String>>,
+    /// Targets whose unhealthy answer a fresh trouble event corroborates (see [`step`]),
+    /// with the event that does.
+    pub corroborated: BTreeMap<String, String>,
+}
+
+/// How a target not asked about in a cycle counts: by its streak.
+fn counted_by_state(s: &TargetState) -> Probe {
+    let none = IncidentMetrics::default();
+    match (s.consecutive_failures, s.consecutive_successes) {
+        (f, _) if f > 0 => Probe::Unhealthy(none),
+        (_, ok) if ok > 0 => Probe::Healthy(none),
+        _ => Probe::Unknown(String::new()),
+    }
+}
+
 /// A whole probe cycle: every target of the policy, its previous state and its answer at
 /// `at` (see [`answered_at`]). `recovered` names the open incidents whose plans ended
 /// without acting because the target was healthy then (see [`Decision::Relapsed`]).
 ///
 /// A target without a probe result is treated as `Unknown`. States of targets that left the
-/// policy are dropped; if one had an open incident, it is abandoned.
+/// policy are dropped; if one had an open incident, it is abandoned. In a cycle of a probe
+/// woken by events (`woken.only`), the targets not asked about keep their state, make no
+/// decision, and are counted by their streaks (failing: unhealthy; passing: healthy).
 pub fn detect(
     policy_name: &str,
     spec: &RecoveryPolicySpec,
@@ -246,6 +279,7 @@ pub fn detect(
     probes: &BTreeMap<String, Probe>,
     at: Timestamp,
     recovered: &BTreeSet<String>,
+    woken: &Woken,
 ) -> Cycle {
     let guard = Guard::of(spec);
     let prev: BTreeMap<&str, &TargetState> = previous.iter().map(|s| (s.target.as_str(), s)).collect();
@@ -257,14 +291,27 @@ pub fn detect(
     for target in all {
         let fresh = TargetState { target: target.key.clone(), ..TargetState::default() };
         let before = prev.get(target.key.as_str()).copied().unwrap_or(&fresh);
-        let probe = probes.get(&target.key).unwrap_or(&unknown);
+        let asked = woken.only.as_ref().is_none_or(|only| only.contains(&target.key));
+        let by_state;
+        let probe = match asked {
+            true => probes.get(&target.key).unwrap_or(&unknown),
+            false => {
+                by_state = counted_by_state(before);
+                &by_state
+            }
+        };
         match probe {
             Probe::Healthy(_) => counts.healthy += 1,
             Probe::Unhealthy(_) => counts.unhealthy += 1,
             Probe::Unknown(_) => counts.unknown += 1,
         }
+        if !asked {
+            states.push(before.clone());
+            continue;
+        }
         let was_recovered = before.open_incident.as_ref().is_some_and(|i| recovered.contains(i));
-        let (after, decision) = step(&guard, policy_name, before, probe, at, was_recovered);
+        let corroborated = woken.corroborated.contains_key(&target.key);
+        let (after, decision) = step(&guard, policy_name, before, probe, at, was_recovered, corroborated);
         states.push(after);
         if decision != Decision::Nothing {
             decisions.push((Some(target), decision));
@@ -320,7 +367,10 @@ mod tests {
     use crate::core::testing::policy;
 
     fn th(f: u32, s: u32) -> Guard {
-        Guard { thresholds: DetectionSpec { failure_threshold: f, success_threshold: s }, interval: INTERVAL }
+        Guard {
+            thresholds: DetectionSpec { failure_threshold: f, success_threshold: s, ..Default::default() },
+            interval: INTERVAL,
+        }
     }
     const INTERVAL: Duration = Duration::from_secs(30);
     fn sick() -> Probe {
@@ -401,7 +451,7 @@ mod tests {
             .iter()
             .map(|(ms, p)| {
                 let at = crate::core::testing::at(0) + k8s_openapi::jiff::SignedDuration::from_millis(*ms);
-                let (next, d) = step(&guard, "pol", &state, p, at, false);
+                let (next, d) = step(&guard, "pol", &state, p, at, false, false);
                 state = next;
                 kind(&d)
             })
@@ -521,7 +571,7 @@ mod tests {
         let mut s = TargetState { target: "ecs/prod/checkout".into(), ..Default::default() };
         let mut seen = vec![];
         for i in 0..5 {
-            let (next, _) = step(&g, "pol", &s, &well(), crate::core::testing::at(i * 30), false);
+            let (next, _) = step(&g, "pol", &s, &well(), crate::core::testing::at(i * 30), false, false);
             seen.push(next != s);
             s = next;
         }
@@ -536,19 +586,19 @@ mod tests {
         let g = th(2, 2);
         let at = crate::core::testing::at;
         let s0 = TargetState { target: "ecs/prod/checkout".into(), ..Default::default() };
-        let (s1, _) = step(&g, "pol", &s0, &sick(), at(0), false);
-        let (s2, d2) = step(&g, "pol", &s1, &sick(), at(30), false);
+        let (s1, _) = step(&g, "pol", &s0, &sick(), at(0), false, false);
+        let (s2, d2) = step(&g, "pol", &s1, &sick(), at(30), false, false);
         assert_eq!(kind(&d2), "open");
         // The plan ended NotNeeded; the next answer is unhealthy.
-        let (s3, d3) = step(&g, "pol", &s2, &sick(), at(60), true);
+        let (s3, d3) = step(&g, "pol", &s2, &sick(), at(60), true, false);
         assert_eq!(kind(&d3), "relapsed");
         assert_eq!((s3.open_incident.as_ref(), s3.consecutive_failures), (None, 1));
-        let (s4, d4) = step(&g, "pol", &s3, &sick(), at(90), false);
+        let (s4, d4) = step(&g, "pol", &s3, &sick(), at(90), false, false);
         let (Decision::Open { name, .. }, Decision::Open { name: first, .. }) = (d4, d2) else { panic!("reopens") };
         assert_ne!(name, first, "a new incident");
         assert_eq!(s4.opened, 2);
         // Without the plan having ended so, the incident just stays open.
-        let (_, d) = step(&g, "pol", &s2, &sick(), at(60), false);
+        let (_, d) = step(&g, "pol", &s2, &sick(), at(60), false, false);
         assert_eq!(kind(&d), "still");
     }
 
@@ -565,13 +615,13 @@ mod tests {
         let t = th(1, 1);
         let at = crate::core::testing::at;
         let s0 = TargetState { target: "rds/db".into(), ..Default::default() };
-        let (s1, d1) = step(&t, "pol", &s0, &sick(), at(0), false);
-        let (s2, _) = step(&t, "pol", &s1, &well(), at(30), false);
-        let (_, d3) = step(&t, "pol", &s2, &sick(), at(60), false);
+        let (s1, d1) = step(&t, "pol", &s0, &sick(), at(0), false, false);
+        let (s2, _) = step(&t, "pol", &s1, &well(), at(30), false, false);
+        let (_, d3) = step(&t, "pol", &s2, &sick(), at(60), false, false);
         let (Decision::Open { name: a, .. }, Decision::Open { name: b, .. }) = (d1, d3) else { panic!("two opens") };
         assert_ne!(a, b);
         // A restart that lost the write of s1 recomputes the same first name.
-        let (_, again) = step(&t, "pol", &s0, &sick(), at(0), false);
+        let (_, again) = step(&t, "pol", &s0, &sick(), at(0), false, false);
         assert!(matches!(again, Decision::Open { name, .. } if name == a));
     }
 
@@ -579,7 +629,7 @@ mod tests {
     fn an_incident_whose_record_was_lost_is_adopted_then_resolved() {
         let t = th(1, 1);
         let s0 = TargetState { target: "rds/db".into(), ..Default::default() };
-        let (_, opened) = step(&t, "pol", &s0, &sick(), crate::core::testing::at(0), false);
+        let (_, opened) = step(&t, "pol", &s0, &sick(), crate::core::testing::at(0), false, false);
         let Decision::Open { name, .. } = opened else { panic!("opens") };
         // The write of the new state was lost; the incident exists.
         let spec: RecoveryPolicySpec =
@@ -587,7 +637,7 @@ mod tests {
         let mut states = vec![];
         adopt_orphans("pol", &spec, &mut states, &[name.clone()].into_iter().collect());
         assert_eq!((states[0].open_incident.as_deref(), states[0].opened), (Some(name.as_str()), 1));
-        let (_, d) = step(&t, "pol", &states[0], &well(), crate::core::testing::at(30), false);
+        let (_, d) = step(&t, "pol", &states[0], &well(), crate::core::testing::at(30), false, false);
         assert!(matches!(d, Decision::Resolve { incident, .. } if incident == name));
         // Unrelated names are left alone.
         let mut states = vec![s0];
@@ -610,7 +660,8 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let cycle = detect("pol", &spec, &previous, &probes, crate::core::testing::at(60), &BTreeSet::new());
+        let cycle =
+            detect("pol", &spec, &previous, &probes, crate::core::testing::at(60), &BTreeSet::new(), &Woken::default());
         assert_eq!(cycle.counts, TargetCounts { total: 4, healthy: 1, unhealthy: 1, unknown: 2 });
         assert_eq!(cycle.states.len(), 4);
         // A streak that started before this cycle keeps its start; a new one starts now.
@@ -619,5 +670,50 @@ mod tests {
         assert_eq!(cycle.decisions.len(), 2, "{:?}", cycle.decisions);
         assert!(matches!(&cycle.decisions[0], (Some(t), Decision::Open { .. }) if t.key == "ecs/prod/checkout"));
         assert_eq!(cycle.decisions[1], (None, Decision::Abandon { incident: "inc-gone".into() }));
+    }
+
+    /// An event-woken unhealthy answer, corroborated, reaches the threshold at once; without
+    /// corroboration it counts as one answer like any other; a healthy answer and an open
+    /// incident are unchanged by it.
+    #[test]
+    fn corroboration_reaches_the_failure_threshold_at_once() {
+        let at = crate::core::testing::at;
+        let g = th(3, 2);
+        let s0 = TargetState { target: "ecs/prod/checkout".into(), ..Default::default() };
+        let (s1, d1) = step(&g, "pol", &s0, &sick(), at(0), false, true);
+        assert_eq!(kind(&d1), "open", "event + confirming probe: open now");
+        assert_eq!((s1.consecutive_failures, s1.last_counted_at.clone()), (3, None), "frozen at the threshold");
+        let (_, d) = step(&g, "pol", &s0, &sick(), at(0), false, false);
+        assert_eq!(kind(&d), ".", "the same answer without the event: one of three");
+        let (s, d) = step(&g, "pol", &s0, &well(), at(0), false, true);
+        assert_eq!((kind(&d), s.consecutive_successes), (".", 1), "a healthy answer: as usual");
+        let (_, d) = step(&g, "pol", &s1, &sick(), at(1), false, true);
+        assert_eq!(kind(&d), "still", "an open incident is not opened twice");
+        // Resolution is not hurried by events.
+        let (s2, d2) = step(&g, "pol", &s1, &well(), at(2), false, true);
+        let (_, d3) = step(&g, "pol", &s2, &well(), at(5), false, true);
+        assert_eq!((kind(&d2), kind(&d3)), (".", "."), "two healthy answers 3 s apart do not resolve");
+    }
+
+    /// A cycle of a woken probe touches only the targets it asked about; the others keep
+    /// their state and are counted by their streaks.
+    #[test]
+    fn a_woken_cycle_leaves_the_others_alone() {
+        let spec = policy();
+        let previous = vec![
+            TargetState { target: "ecs/prod/checkout".into(), consecutive_successes: 2, ..Default::default() },
+            TargetState { target: "ecs/prod/cart".into(), consecutive_failures: 1, ..Default::default() },
+            TargetState { target: "rds/prod-db".into(), consecutive_successes: 2, ..Default::default() },
+        ];
+        let probes: BTreeMap<String, Probe> = [("ecs/prod/checkout".to_string(), sick())].into();
+        let only: BTreeSet<String> = ["ecs/prod/checkout".to_string()].into();
+        let corroborated = [("ecs/prod/checkout".to_string(), "aws.ecs e-1".to_string())].into();
+        let woken = Woken { only: Some(only), corroborated };
+        let cycle = detect("pol", &spec, &previous, &probes, crate::core::testing::at(60), &BTreeSet::new(), &woken);
+        assert_eq!(cycle.counts, TargetCounts { total: 4, healthy: 1, unhealthy: 2, unknown: 1 });
+        assert_eq!(cycle.states[1..3], previous[1..3], "not asked about: unchanged");
+        assert_eq!(cycle.states[3].target, "route53/0b7e2c5e-8b6f-4f43-9d1a-0a6c2d3e4f51");
+        assert_eq!(cycle.decisions.len(), 1, "{:?}", cycle.decisions);
+        assert!(matches!(&cycle.decisions[0], (Some(t), Decision::Open { .. }) if t.key == "ecs/prod/checkout"));
     }
 }

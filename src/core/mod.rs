@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod detection;
+pub mod events;
 pub mod kinds;
 pub mod outcomes;
 pub mod pause;

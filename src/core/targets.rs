@@ -13,6 +13,16 @@ pub fn targets(spec: &RecoveryPolicySpec) -> Vec<Target> {
     kinds::ALL.iter().flat_map(|k| kinds::of(*k).targets(spec)).collect()
 }
 
+/// The policy narrowed to the targets whose keys are in `keep`, kind by kind: what a probe
+/// woken by events reads.
+pub fn narrow(spec: &RecoveryPolicySpec, keep: &std::collections::BTreeSet<String>) -> RecoveryPolicySpec {
+    let mut narrowed = spec.clone();
+    for kind in kinds::ALL {
+        kinds::of(kind).keep(&mut narrowed, keep);
+    }
+    narrowed
+}
+
 /// The name of the `n`th incident of a target: DNS-safe, at most 63 characters, and the
 /// same every time it is computed, so a retried create finds the object it already made.
 pub fn incident_name(policy: &str, target_key: &str, n: u32) -> String {

@@ -585,6 +585,132 @@ def reset_endpoints(env):
     eq(env.ctl("GET", "/calls"), {"ecs.ListClusters": 2}, "moto-api not counted")
 
 
+EXAMPLES = os.path.join(HERE, "..", "..", "examples", "events")
+
+
+def event_queue(env, patterns=("pattern-ecs-rds.json",)):
+    """A queue of its own that the shipped patterns' rules (named after their files) send
+    to (moto's data outlives each check's reset: rules of another check would send here too)."""
+    sqs, events = env.client("sqs"), env.client("events")
+    name = f"recovery-events-{len(events.list_rules()['Rules'])}"
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    for file in patterns:
+        rule = f"{name}-{file.removesuffix('.json')}"
+        with open(os.path.join(EXAMPLES, file)) as f:
+            events.put_rule(Name=rule, EventPattern=f.read())
+        events.put_targets(Rule=rule, Targets=[{"Id": "queue", "Arn": arn}])
+    return sqs, events, url
+
+
+def ecs_event(detail_type="ECS Service Action", event_type="ERROR", service="web"):
+    return {"Source": "aws.ecs", "DetailType": detail_type,
+            "Resources": [f"arn:aws:ecs:us-east-1:123456789012:service/c1/{service}"],
+            "Detail": json.dumps({"eventType": event_type, "eventName": "SERVICE_TASK_START_IMPAIRED"})}
+
+
+@check
+def put_events_reach_a_queue_through_rules(env):
+    sqs, events, url = event_queue(env, patterns=("pattern-ecs-rds.json", "pattern-ecs-tasks.json"))
+    second = url.rsplit("/", 1)[-1] + "-again"
+    events.put_rule(Name=second, EventPattern=open(os.path.join(EXAMPLES, "pattern-ecs-rds.json")).read())
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_targets(Rule=second, Targets=[{"Id": "queue", "Arn": arn}])
+    out = events.put_events(Entries=[
+        ecs_event(),
+        # Not in any pattern: a task that stopped for a deployment, another source.
+        {"Source": "aws.ecs", "DetailType": "ECS Task State Change", "Resources": [],
+         "Detail": json.dumps({"lastStatus": "STOPPED", "stopCode": "ServiceSchedulerInitiated"})},
+        {"Source": "acme.orders", "DetailType": "Order Placed", "Detail": "{}"},
+        # In the tasks pattern.
+        {"Source": "aws.ecs", "DetailType": "ECS Task State Change", "Resources": [],
+         "Detail": json.dumps({"lastStatus": "STOPPED", "stopCode": "TaskFailedToStart", "group": "service:web"})},
+    ])
+    eq(out["FailedEntryCount"], 0, "accepted")
+    got = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                    MessageSystemAttributeNames=["SentTimestamp"]).get("Messages", [])
+        if not batch:
+            break
+        got += batch
+        sqs.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+    bodies = [json.loads(m["Body"]) for m in got]
+    ids = [b["id"] for b in bodies]
+    first = out["Entries"][0]["EventId"]
+    eq(sorted(ids), sorted([first, first, out["Entries"][3]["EventId"]]),
+       "two rules deliver the service event twice with one id; the failed task once")
+    service = next(b for b in bodies if b["id"] == first)
+    eq((service["source"], service["detail-type"], service["resources"], service["detail"]["eventType"]),
+       ("aws.ecs", "ECS Service Action", ecs_event()["Resources"], "ERROR"), "the envelope")
+    assert service["time"].endswith("Z") and service["account"] == "123456789012", service
+    assert all("SentTimestamp" in m["Attributes"] for m in got), got
+    log = env.ctl("GET", "/log?operation=PutEvents")
+    eq([e["Source"] for e in log[-1]["params"]["entries"]][:2], ["aws.ecs", "aws.ecs"], "logged entries")
+
+
+@check
+def route53_alarm_pattern_matches_nested_metrics(env):
+    sqs, events, url = event_queue(env, patterns=("pattern-route53-alarms.json",))
+
+    def alarm(namespace):
+        return {"Source": "aws.cloudwatch", "DetailType": "CloudWatch Alarm State Change",
+                "Detail": json.dumps({"state": {"value": "ALARM"}, "configuration": {"metrics": [
+                    {"id": "m1", "metricStat": {"metric": {"namespace": namespace, "name": "HealthCheckStatus",
+                                                           "dimensions": {"HealthCheckId": "abc"}}}}]}})}
+    events.put_events(Entries=[alarm("AWS/Route53"), alarm("AWS/EC2")])
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    eq([json.loads(m["Body"])["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"]["namespace"]
+        for m in got], ["AWS/Route53"], "only the Route 53 alarm")
+
+
+@check
+def long_polls_wait_without_blocking_other_calls(env):
+    import threading
+
+    sqs, events, url = event_queue(env)
+    result = {}
+
+    def poll():
+        t0 = time.time()
+        msgs = env.client("sqs").receive_message(QueueUrl=url, WaitTimeSeconds=3).get("Messages", [])
+        result["waited"], result["messages"] = time.time() - t0, msgs
+
+    waiter = threading.Thread(target=poll)
+    waiter.start()
+    time.sleep(0.3)
+    t0 = time.time()
+    env.client("ecs").list_clusters()
+    other = time.time() - t0
+    assert other < 1.0, f"another call waited {other:.2f}s behind the long poll"
+    events.put_events(Entries=[ecs_event()])
+    waiter.join(10)
+    eq(len(result["messages"]), 1, "the long poll returns the message that arrived")
+    assert result["waited"] < 2.5, f"it returned when the message came, not at the end: {result['waited']:.2f}s"
+    t0 = time.time()
+    eq(sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", []), [], "nothing left")
+    assert 0.9 <= time.time() - t0 < 3, "an empty long poll waits its WaitTimeSeconds"
+    eq(env.ctl("GET", "/log?operation=ReceiveMessage")[-1]["params"]["WaitTimeSeconds"], 1, "logged")
+
+
+@check
+def sqs_errors_wire_format(env):
+    sqs = env.client("sqs", retries={"mode": "standard", "max_attempts": 1})
+    env.ctl("POST", "/rules", {"service": "sqs", "operation": "ReceiveMessage", "error": "AccessDenied",
+                               "message": "not allowed", "count": 1})
+    try:
+        sqs.receive_message(QueueUrl=env.endpoint + "/123456789012/none")
+        raise AssertionError("no error")
+    except ClientError as exc:
+        eq((exc.response["Error"]["Code"], exc.response["Error"]["Message"]), ("AccessDenied", "not allowed"), "error")
+    try:
+        sqs.receive_message(QueueUrl=env.endpoint + "/123456789012/none")
+        raise AssertionError("no error")
+    except ClientError as exc:
+        assert "NonExistentQueue" in exc.response["Error"]["Code"], exc.response
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("-k", default="")

@@ -49,7 +49,8 @@ POST   /_faults/rules  {"service": "ecs"|"rds"|"route53"|"sts"|"*",
                      and other client errors); status without error -> a code
                      chosen by status (400 throttling, 500 InternalFailure, 503 ServiceUnavailable).
                      Error bodies use each protocol's wire format:
-                       ecs (awsJson1_1): {"__type": CODE, "message": MSG} + x-amzn-ErrorType header
+                       ecs, events (awsJson1_1), sqs (awsJson1_0): {"__type": CODE, "message": MSG}
+                                         + x-amzn-ErrorType header
                        rds/sts (awsQuery): <ErrorResponse><Error><Type>Sender|Receiver</Type>
                                            <Code>CODE</Code><Message>MSG</Message></Error><RequestId/>
                        route53 (restXml): same shape, xmlns="https://route53.amazonaws.com/doc/2013-04-01/"
@@ -71,6 +72,8 @@ GET    /_faults/log[?service=&operation=&since=SEQ]
        params: ecs -> cluster/service/services/serviceName/desiredCount/taskDefinition/forceNewDeployment/...
                rds -> DBInstanceIdentifier/ForceFailover/Filters {"name": [values]}/...
                route53 -> path ids (Id/HostedZoneId) + "changes": [{"Action","Name","Type","SetIdentifier",...}]
+               sqs -> QueueUrl/WaitTimeSeconds/MaxNumberOfMessages/...; events -> Name/Rule/...,
+                      PutEvents "entries": [{"Source","DetailType","Resources","EventBusName"}]
 DELETE /_faults/log
 
 Behaviour settings (POST merges; GET shows; reset restores these defaults)
@@ -192,6 +195,12 @@ ECS_PARAM_KEYS = (
     "cluster", "service", "services", "serviceName", "desiredCount", "taskDefinition",
     "forceNewDeployment", "tasks", "task", "family", "include", "launchType", "status",
 )
+# Logged params of the other JSON-protocol services (PutEvents and the batch calls also
+# log "entries": each entry's Source/DetailType/Resources/EventBusName/Id).
+JSON_PARAM_KEYS = {
+    "sqs": ("QueueUrl", "QueueName", "WaitTimeSeconds", "MaxNumberOfMessages", "VisibilityTimeout"),
+    "events": ("Name", "Rule", "EventBusName", "EventPattern", "State"),
+}
 QUERY_PARAM_KEYS = (
     "DBInstanceIdentifier", "ForceFailover", "DBClusterIdentifier", "MaxRecords", "Marker",
     "RoleArn", "RoleSessionName", "ApplyImmediately", "MultiAZ", "SourceIdentifier", "SourceType",
@@ -353,6 +362,34 @@ def service_from_request(environ, body: bytes, path: str) -> str | None:
     if version == "2011-06-15":
         return "sts"
     return None
+
+
+# How often a long poll asks moto again.
+LONG_POLL_STEP = 0.05
+
+
+def long_poll(service: str, operation: str, body: bytes) -> tuple[bytes, float | None]:
+    """An SQS ReceiveMessage that waits: its body as a short poll, and when to stop
+    asking (None: not a long poll).  Only the request's own WaitTimeSeconds counts (a
+    queue's ReceiveMessageWaitTimeSeconds default is not applied)."""
+    if service != "sqs" or operation != "ReceiveMessage":
+        return body, None
+    try:
+        doc = json.loads(body or b"{}")
+        wait = int(doc.get("WaitTimeSeconds") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return body, None
+    if wait <= 0:
+        return body, None
+    doc["WaitTimeSeconds"] = 0
+    return json.dumps(doc).encode(), time.time() + wait
+
+
+def has_messages(out: list[bytes]) -> bool:
+    try:
+        return bool(json.loads(b"".join(out) or b"{}").get("Messages"))
+    except (ValueError, AttributeError):
+        return True
 
 
 def region_from_request(environ) -> str:
@@ -530,6 +567,20 @@ class FaultLayer:
                 doc = {}
             if isinstance(doc, dict):
                 params = {k: doc[k] for k in ECS_PARAM_KEYS if k in doc}
+        elif service in JSON_PARAM_KEYS and environ.get("HTTP_X_AMZ_TARGET"):
+            # SQS and EventBridge speak AWS JSON 1.0 / 1.1: X-Amz-Target names the operation.
+            operation = environ["HTTP_X_AMZ_TARGET"].rsplit(".", 1)[-1]
+            try:
+                doc = json.loads(body or b"{}")
+            except ValueError:
+                doc = {}
+            if isinstance(doc, dict):
+                params = {k: doc[k] for k in JSON_PARAM_KEYS[service] if k in doc}
+                if isinstance(doc.get("Entries"), list):
+                    params["entries"] = [
+                        {k: e.get(k) for k in ("Source", "DetailType", "Resources", "EventBusName", "Id") if k in e}
+                        for e in doc["Entries"] if isinstance(e, dict)
+                    ]
         elif service == "route53":
             operation, params = self.r53_ops.match(method, path)
             if operation == "ChangeResourceRecordSets":
@@ -628,20 +679,32 @@ class FaultLayer:
                     return [payload]
             ctx = {"service": service, "operation": operation, "region": region,
                    "params": params, "result": {}}
-            with self.moto_lock:
-                self.before_moto(ctx)
-                captured = {}
+            # A long poll (SQS ReceiveMessage with WaitTimeSeconds > 0) must not hold moto's
+            # lock while it waits, or every other call would wait with it: it is asked of
+            # moto as short polls, the lock let go between them, until a message comes or
+            # the wait is over.
+            body, poll_until = long_poll(service, operation, body)
+            while True:
+                environ["wsgi.input"] = io.BytesIO(body)
+                environ["CONTENT_LENGTH"] = str(len(body))
+                with self.moto_lock:
+                    self.before_moto(ctx)
+                    captured = {}
 
-                def capture(status, headers, exc_info=None):
-                    captured["status"] = status
-                    captured["headers"] = headers
-                    return start_response(status, headers, exc_info)
+                    def capture(status, headers, exc_info=None):
+                        captured["status"] = status
+                        captured["headers"] = headers
+                        return lambda data: None
 
-                THREAD.ctx = ctx
-                try:
-                    out = self._call_moto(environ, capture)
-                finally:
-                    THREAD.ctx = None
+                    THREAD.ctx = ctx
+                    try:
+                        out = self._call_moto(environ, capture)
+                    finally:
+                        THREAD.ctx = None
+                if poll_until is None or time.time() >= poll_until or has_messages(out):
+                    break
+                time.sleep(LONG_POLL_STEP)
+            start_response(captured.get("status", "500 Internal Server Error"), captured.get("headers", []))
             entry["status"] = int(captured.get("status", "500").split()[0])
             if ctx["result"]:
                 entry["result"] = ctx["result"]
@@ -705,9 +768,10 @@ class FaultLayer:
         message = rule.get("message") or (
             "Rate exceeded" if code in THROTTLING_CODES else f"Injected fault {code}")
         request_id = str(uuid.uuid4())
-        if service == "ecs":
+        if service in ("ecs", "sqs", "events"):
             payload = json.dumps({"__type": code, "message": message}).encode()
-            headers = [("Content-Type", "application/x-amz-json-1.1"),
+            version = "1.0" if service == "sqs" else "1.1"
+            headers = [("Content-Type", f"application/x-amz-json-{version}"),
                        ("x-amzn-ErrorType", code), ("x-amzn-RequestId", request_id)]
         else:
             kind = "Sender" if status < 500 else "Receiver"
@@ -1290,7 +1354,48 @@ class ClusterEvents:
         self.arn = cluster.db_cluster_arn
 
 
+def flatten_event(node, prefix: str = "", result: dict | None = None) -> dict:
+    """An event's fields by dotted path, as EventBridge matches them: an array of objects
+    contributes each element's fields, so `detail.configuration.metrics.metricStat...`
+    holds the values of every metric (moto alone stops at arrays)."""
+    if result is None:
+        result = {}
+
+    def add(key, value):
+        if key in result:
+            was = result[key] if isinstance(result[key], list) else [result[key]]
+            result[key] = was + (value if isinstance(value, list) else [value])
+        else:
+            result[key] = value
+
+    if isinstance(node, dict):
+        for k, v in node.items():
+            key = f"{prefix}.{k}" if prefix else k
+            if isinstance(v, dict) and v:
+                for sk, sv in flatten_event(v, key, {}).items():
+                    add(sk, sv)
+            elif isinstance(v, list) and any(isinstance(x, dict) for x in v):
+                for x in v:
+                    if isinstance(x, dict):
+                        for sk, sv in flatten_event(x, key, {}).items():
+                            add(sk, sv)
+                    else:
+                        add(key, [x])
+            else:
+                add(key, v)
+    return result
+
+
 def install_patches() -> None:
+    from moto.events.models import EventPattern
+    from moto.events.utils import EventTemplateParser
+
+    # EventBridge delivers the whole event to an SQS target; moto's default input template
+    # leaves out its account.
+    EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE = EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE.replace(
+        '"version": "0",', '"version": "0", "account": "<account>",')
+    # Patterns match inside arrays of objects (CloudWatch alarms' metrics), as EventBridge's do.
+    EventPattern._flatten_dict = staticmethod(flatten_event)
     from moto.core.responses import ActionResult
     from moto.ecs.models import EC2ContainerServiceBackend
     from moto.rds.exceptions import RDSClientError
@@ -1530,6 +1635,10 @@ def warm_up(moto_app) -> None:
                 data="Action=GetCallerIdentity&Version=2011-06-15")
     client.get("/2013-04-01/hostedzone", headers=auth("route53"))
     client.get("/2013-04-01/healthcheck", headers=auth("route53"))
+    client.post("/", headers={**auth("sqs"), "X-Amz-Target": "AmazonSQS.ListQueues",
+                              "Content-Type": "application/x-amz-json-1.0"}, data="{}")
+    client.post("/", headers={**auth("events"), "X-Amz-Target": "AWSEvents.ListRules",
+                              "Content-Type": "application/x-amz-json-1.1"}, data="{}")
 
 
 def main(argv=None) -> int:

@@ -8,6 +8,7 @@ pub mod aws;
 pub mod broken;
 pub mod controller;
 pub mod ecs;
+pub mod events;
 pub mod faults;
 pub mod plans;
 pub mod policy;

@@ -1,6 +1,7 @@
 //! ECS services: healthy while `runningCount >= desiredCount`; a restart is
 //! `UpdateService(forceNewDeployment)`, and its effect is a new deployment.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -11,7 +12,8 @@ use crate::api::plan::{StepAction, StepParameters};
 use crate::api::policy::{Locale, RecoveryPolicySpec};
 use crate::core::outcomes::{ActionOutcome, Probe};
 
-use super::{Place, PlanError, Target, TargetKind, Template, evidence, field, not_needed, resource};
+use super::{Place, PlanError, Target, TargetKind, Template, detail, evidence, field, is_one_of, not_needed, resource};
+use crate::core::events::{Envelope, Heard, arn_tail};
 
 /// The kind.
 pub struct Ecs;
@@ -20,6 +22,13 @@ pub struct Ecs;
 pub fn key(cluster: &str, service: &str) -> String {
     format!("ecs/{cluster}/{service}")
 }
+
+/// ECS events this kind hears.
+const HEARS: [(&str, &str); 3] = [
+    ("aws.ecs", "ECS Service Action"),
+    ("aws.ecs", "ECS Deployment State Change"),
+    ("aws.ecs", "ECS Task State Change"),
+];
 
 impl TargetKind for Ecs {
     fn resource_kind(&self) -> ResourceKind {
@@ -93,6 +102,51 @@ impl TargetKind for Ecs {
     fn alert_resource(&self, r: &AwsResource) -> (String, Vec<Place>) {
         let cluster = Place::Cluster(r.cluster.clone().unwrap_or_else(|| "?".into()));
         (r.service.clone().unwrap_or_else(|| "?".into()), vec![cluster, Place::Region(r.region.clone())])
+    }
+
+    fn hears(&self) -> &'static [(&'static str, &'static str)] {
+        &HEARS
+    }
+
+    /// Service actions and deployment changes name the service by ARN (with its cluster, or,
+    /// in the old ARN format, without: then `clusterArn` says it) and are trouble when WARN
+    /// or ERROR; a task's change names its service in `group` and is trouble when the task
+    /// stopped because it failed to start or its essential container exited.
+    fn hear(&self, event: &Envelope) -> Vec<Heard> {
+        if !is_one_of(&HEARS, event) {
+            return Vec::new();
+        }
+        let cluster_of_detail = arn_tail(detail(event, "clusterArn"));
+        let heard =
+            |cluster: &str, service: &str, trouble: bool| Heard { key: key(cluster, service), trouble, global: false };
+        if event.detail_type == "ECS Task State Change" {
+            let Some(service) = detail(event, "group").strip_prefix("service:") else { return Vec::new() };
+            let stopped = detail(event, "lastStatus") == "STOPPED";
+            let failed = matches!(detail(event, "stopCode"), "TaskFailedToStart" | "EssentialContainerExited");
+            return vec![heard(cluster_of_detail, service, stopped && failed)];
+        }
+        let trouble = matches!(detail(event, "eventType"), "WARN" | "ERROR");
+        event
+            .resources
+            .iter()
+            .filter_map(|arn| {
+                let path = arn.split_once(":service/")?.1;
+                Some(match path.split_once('/') {
+                    Some((cluster, service)) => heard(cluster, service, trouble),
+                    None => heard(cluster_of_detail, path, trouble),
+                })
+            })
+            .filter(|h| !h.key.starts_with("ecs//"))
+            .collect()
+    }
+
+    fn keep(&self, spec: &mut RecoveryPolicySpec, keep: &BTreeSet<String>) {
+        let groups = &mut spec.targets.ecs_services;
+        for g in groups.iter_mut() {
+            let cluster = g.cluster.clone();
+            g.services.retain(|s| keep.contains(&key(&cluster, s)));
+        }
+        groups.retain(|g| !g.services.is_empty());
     }
 
     fn describe_verify(&self, p: &StepParameters) -> String {

@@ -12,7 +12,7 @@ pub mod rds;
 pub mod rds_cluster;
 pub mod route53;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::jiff::Timestamp;
 
@@ -21,6 +21,7 @@ use crate::api::incident::{AwsResource, IncidentMetrics, IncidentSpec, IncidentT
 use crate::api::plan::{StepAction, StepParameters};
 use crate::api::policy::{Locale, RecoveryPolicySpec};
 
+use super::events::{Envelope, Heard};
 use super::outcomes::ActionOutcome;
 
 /// One AWS resource a policy watches.
@@ -90,6 +91,14 @@ pub trait TargetKind: Sync {
     fn noun(&self, locale: Locale) -> &'static str;
     /// How an alert names a resource: its name, then what places it (cluster, region).
     fn alert_resource(&self, r: &AwsResource) -> (String, Vec<Place>);
+    /// The EventBridge (source, detail-type) pairs this kind hears (see `core::events`).
+    fn hears(&self) -> &'static [(&'static str, &'static str)];
+    /// What an event says about resources of this kind: their target keys, and whether it
+    /// reports trouble. Nothing for an event of another kind.
+    fn hear(&self, event: &Envelope) -> Vec<Heard>;
+    /// Narrows `spec` to the targets of this kind whose keys are in `keep` (a probe woken by
+    /// an event reads only the targets it names).
+    fn keep(&self, spec: &mut RecoveryPolicySpec, keep: &BTreeSet<String>);
 }
 
 /// What places a resource in an alert's resource line.
@@ -113,6 +122,16 @@ pub fn of(kind: ResourceKind) -> &'static dyn TargetKind {
         ResourceKind::Route53HealthCheck => &route53::Route53,
         ResourceKind::RdsCluster => &rds_cluster::RdsCluster,
     }
+}
+
+/// Whether `event` is one of `hears`.
+fn is_one_of(hears: &[(&str, &str)], event: &Envelope) -> bool {
+    hears.iter().any(|(s, d)| *s == event.source && *d == event.detail_type)
+}
+
+/// A string field of an event's detail.
+fn detail<'a>(event: &'a Envelope, field: &str) -> &'a str {
+    event.detail.get(field).and_then(|v| v.as_str()).unwrap_or_default()
 }
 
 /// A resource of `kind` in `region` with no identifying field set yet.
@@ -172,6 +191,20 @@ mod tests {
         assert_eq!(registered, api);
         for k in ALL {
             assert_eq!(of(k).resource_kind(), k);
+        }
+    }
+
+    /// Narrowing a policy to some keys keeps exactly those targets, kind by kind.
+    #[test]
+    fn keep_narrows_to_the_named_targets() {
+        let spec = crate::core::testing::policy();
+        let all: Vec<String> = crate::core::targets::targets(&spec).into_iter().map(|t| t.key).collect();
+        for chosen in [vec![], vec![0], vec![1, 2], vec![0, 3], (0..all.len()).collect()] {
+            let keep: BTreeSet<String> = chosen.iter().map(|i| all[*i].clone()).collect();
+            let narrowed = crate::core::targets::narrow(&spec, &keep);
+            let got: BTreeSet<String> = crate::core::targets::targets(&narrowed).into_iter().map(|t| t.key).collect();
+            assert_eq!(got, keep, "{chosen:?}");
+            assert!(narrowed.targets.ecs_services.iter().all(|g| !g.services.is_empty()), "no empty cluster groups");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! RDS DB instances: healthy while `available`; the action is `RebootDBInstance`, with
 //! ForceFailover only for a Multi-AZ instance, and its effect is an RDS event.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -11,10 +12,31 @@ use crate::api::plan::{StepAction, StepParameters};
 use crate::api::policy::{Locale, RecoveryPolicySpec};
 use crate::core::outcomes::{ActionOutcome, Probe};
 
-use super::{Place, PlanError, Target, TargetKind, Template, evidence, field, not_needed, resource};
+use super::{Place, PlanError, Target, TargetKind, Template, detail, evidence, field, is_one_of, not_needed, resource};
+use crate::core::events::{Envelope, Heard};
 
 /// The kind.
 pub struct Rds;
+
+/// RDS event categories that report trouble: the rest (backup, configuration change,
+/// maintenance, …) are changes worth a look. RDS delivers its events best effort.
+const TROUBLE: [&str; 3] = ["failure", "failover", "availability"];
+
+/// What an RDS event (instance or cluster: `segment` is `:db:` or `:cluster:` of the ARN)
+/// says: the resource by `SourceIdentifier`, else by `SourceArn` or the event's resources.
+pub(super) fn hear_rds(event: &Envelope, hears: &[(&str, &str)], segment: &str, key: fn(&str) -> String) -> Vec<Heard> {
+    if !is_one_of(hears, event) {
+        return Vec::new();
+    }
+    let categories = event.detail.get("EventCategories").and_then(|c| c.as_array());
+    let trouble = categories.is_some_and(|c| c.iter().any(|c| c.as_str().is_some_and(|c| TROUBLE.contains(&c))));
+    let from_arn = |arn: &str| arn.split_once(segment).map(|(_, id)| id.to_owned());
+    let id = Some(detail(event, "SourceIdentifier").to_owned())
+        .filter(|id| !id.is_empty())
+        .or_else(|| from_arn(detail(event, "SourceArn")))
+        .or_else(|| event.resources.iter().find_map(|r| from_arn(r)));
+    id.map(|id| Heard { key: key(&id), trouble, global: false }).into_iter().collect()
+}
 
 /// The key of an instance: `rds/<identifier>`.
 pub fn key(identifier: &str) -> String {
@@ -98,6 +120,18 @@ impl TargetKind for Rds {
 
     fn alert_resource(&self, r: &AwsResource) -> (String, Vec<Place>) {
         (r.identifier.clone().unwrap_or_else(|| "?".into()), vec![Place::Region(r.region.clone())])
+    }
+
+    fn hears(&self) -> &'static [(&'static str, &'static str)] {
+        &[("aws.rds", "RDS DB Instance Event")]
+    }
+
+    fn hear(&self, event: &Envelope) -> Vec<Heard> {
+        hear_rds(event, self.hears(), ":db:", key)
+    }
+
+    fn keep(&self, spec: &mut RecoveryPolicySpec, keep: &BTreeSet<String>) {
+        spec.targets.rds_instances.retain(|i| keep.contains(&key(&i.identifier)));
     }
 
     fn describe_verify(&self, p: &StepParameters) -> String {

@@ -2,6 +2,7 @@
 //! and has an `available` writer; the action is `FailoverDBCluster` (a reader becomes the
 //! writer), and its effect is another writer, or an RDS failover event for the cluster.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -12,8 +13,9 @@ use crate::api::plan::{StepAction, StepParameters};
 use crate::api::policy::{Locale, RecoveryPolicySpec};
 use crate::core::outcomes::{ActionOutcome, Probe};
 
-use super::rds::Event;
+use super::rds::{Event, hear_rds};
 use super::{Place, PlanError, Target, TargetKind, Template, evidence, field, not_needed, resource};
+use crate::core::events::{Envelope, Heard};
 
 /// The kind.
 pub struct RdsCluster;
@@ -255,6 +257,18 @@ impl TargetKind for RdsCluster {
 
     fn alert_resource(&self, r: &AwsResource) -> (String, Vec<Place>) {
         (r.identifier.clone().unwrap_or_else(|| "?".into()), vec![Place::Region(r.region.clone())])
+    }
+
+    fn hears(&self) -> &'static [(&'static str, &'static str)] {
+        &[("aws.rds", "RDS DB Cluster Event")]
+    }
+
+    fn hear(&self, event: &Envelope) -> Vec<Heard> {
+        hear_rds(event, self.hears(), ":cluster:", key)
+    }
+
+    fn keep(&self, spec: &mut RecoveryPolicySpec, keep: &BTreeSet<String>) {
+        spec.targets.rds_clusters.retain(|c| keep.contains(&key(&c.identifier)));
     }
 }
 

@@ -2,6 +2,8 @@
 //! the policy's failover record to its alias target, and its effect is the record already
 //! aliasing the target.
 
+use std::collections::BTreeSet;
+
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::Severity;
@@ -10,7 +12,8 @@ use crate::api::plan::{StepAction, StepParameters};
 use crate::api::policy::{AliasTarget, Locale, RecoveryPolicySpec, Route53Failover};
 use crate::core::outcomes::{ActionOutcome, Probe};
 
-use super::{Place, PlanError, Target, TargetKind, Template, evidence, field, not_needed, resource};
+use super::{Place, PlanError, Target, TargetKind, Template, evidence, field, is_one_of, not_needed, resource};
+use crate::core::events::{Envelope, Heard};
 
 /// The kind.
 pub struct Route53;
@@ -104,6 +107,34 @@ impl TargetKind for Route53 {
     /// Route 53 is global: its region says nothing.
     fn alert_resource(&self, r: &AwsResource) -> (String, Vec<Place>) {
         (r.health_check_id.clone().unwrap_or_else(|| "?".into()), vec![])
+    }
+
+    fn hears(&self) -> &'static [(&'static str, &'static str)] {
+        &[("aws.cloudwatch", "CloudWatch Alarm State Change")]
+    }
+
+    /// Route 53 sends no events of its own: a CloudWatch alarm on a health check's
+    /// `AWS/Route53` metric (in us-east-1, where those metrics live) is how one is heard.
+    /// The alarm names the check in its metric's `HealthCheckId` dimension; going to ALARM
+    /// is trouble.
+    fn hear(&self, event: &Envelope) -> Vec<Heard> {
+        if !is_one_of(self.hears(), event) {
+            return Vec::new();
+        }
+        let trouble = event.detail.pointer("/state/value").and_then(|v| v.as_str()) == Some("ALARM");
+        let metrics = event.detail.pointer("/configuration/metrics").and_then(|m| m.as_array());
+        metrics
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.pointer("/metricStat/metric"))
+            .filter(|m| m.get("namespace").and_then(|n| n.as_str()) == Some("AWS/Route53"))
+            .filter_map(|m| m.pointer("/dimensions/HealthCheckId")?.as_str())
+            .map(|id| Heard { key: key(id), trouble, global: true })
+            .collect()
+    }
+
+    fn keep(&self, spec: &mut RecoveryPolicySpec, keep: &BTreeSet<String>) {
+        spec.targets.route53_health_checks.retain(|hc| keep.contains(&key(&hc.health_check_id)));
     }
 
     fn describe_verify(&self, p: &StepParameters) -> String {
