@@ -186,6 +186,13 @@ pub async fn apply(
     interval: &str,
     threshold: u32,
 ) {
+    apply_with(client, ns, layout, |t| spec(t, health_checks, interval, threshold)).await;
+}
+
+/// Creates the namespace and one RecoveryPolicy per entry of the layout, with the spec
+/// `spec_of` makes for it.
+pub async fn apply_with(client: &kube::Client, ns: &str, layout: &Layout, spec_of: impl Fn(&PolicyTargets) -> Value) {
+    let spec_of = &spec_of;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let body = serde_json::from_value(json!({"metadata": {"name": ns}})).expect("a namespace");
     namespaces.create(&PostParams::default(), &body).await.unwrap_or_else(|e| panic!("create namespace {ns}: {e}"));
@@ -197,7 +204,7 @@ pub async fn apply(
                 let obj = json!({
                     "apiVersion": "recovery.dev/v1alpha1", "kind": "RecoveryPolicy",
                     "metadata": {"name": t.name},
-                    "spec": spec(t, health_checks, interval, threshold),
+                    "spec": spec_of(t),
                 });
                 let policy: RecoveryPolicy = serde_json::from_value(obj).expect("a policy");
                 api.create(&PostParams::default(), &policy)

@@ -12,6 +12,7 @@ mod cycle;
 mod faults;
 mod fixture;
 mod process;
+mod push;
 mod recovery;
 mod report;
 mod track;
@@ -54,18 +55,28 @@ pub fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run this through `cargo xtask bench`"))
 }
 
-/// Command line: `--scale T[:P],…`, `--recovery N` (0 skips), `--out FILE`,
-/// `--controller-arg FLAG` (repeatable; e.g. `--controller-arg=--concurrency=64`).
+/// Command line: `--scale T[:P],…`, `--recovery N` (0 skips), `--push N` (faults of the push
+/// vs polling latency runs; 0 skips), `--push-targets T` (targets of the push calls run; 0
+/// skips), `--out FILE`, `--controller-arg FLAG` (repeatable; e.g.
+/// `--controller-arg=--concurrency=64`).
 struct Args {
     scales: Vec<(usize, usize)>,
     recovery: usize,
+    push: usize,
+    push_targets: usize,
     out: Option<PathBuf>,
     controller_args: Vec<String>,
 }
 
 fn args() -> Args {
-    let mut a =
-        Args { scales: vec![(100, 1), (1000, 100), (10000, 1000)], recovery: 100, out: None, controller_args: vec![] };
+    let mut a = Args {
+        scales: vec![(100, 1), (1000, 100), (10000, 1000)],
+        recovery: 100,
+        push: 100,
+        push_targets: 1000,
+        out: None,
+        controller_args: vec![],
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         // `--flag=value` and `--flag value` both work.
@@ -77,6 +88,8 @@ fn args() -> Args {
         match flag.as_str() {
             "--scale" => a.scales = value().split(',').filter(|s| !s.is_empty()).map(parse_scale).collect(),
             "--recovery" => a.recovery = value().parse().expect("--recovery takes a number"),
+            "--push" => a.push = value().parse().expect("--push takes a number"),
+            "--push-targets" => a.push_targets = value().parse().expect("--push-targets takes a number"),
             "--out" => a.out = Some(value().into()),
             "--controller-arg" => a.controller_args.push(value()),
             // cargo passes `--bench` to bench targets; nothing else is expected.
@@ -131,7 +144,8 @@ async fn main() {
             recovery.push(recovery::run(&parts, &cfg, &faults, args.recovery, arrival, &mut progress).await);
         }
     }
-    let text = report::render(&scales, &recovery, &parts.controller_args);
+    let pushed = push::run(&parts, &cfg, &faults, args.push, args.push_targets, &mut progress).await;
+    let text = report::render(&scales, &recovery, &pushed, &parts.controller_args);
     println!("{text}");
     if let Some(out) = args.out {
         std::fs::write(&out, &text).unwrap_or_else(|e| panic!("{}: {e}", out.display()));

@@ -3,13 +3,14 @@
 use std::fmt::Write;
 
 use crate::cycle::{INTERVAL, Scale};
+use crate::push::{self, Push};
 use crate::recovery::{self, Recovery};
 
 const OPS: [&str; 3] = ["ecs.DescribeServices", "rds.DescribeDBInstances", "route53.GetHealthCheckStatus"];
 const MIB: f64 = 1024.0;
 
 /// Renders everything measured.
-pub fn render(scales: &[Scale], recovery: &[Recovery], controller_args: &[String]) -> String {
+pub fn render(scales: &[Scale], recovery: &[Recovery], pushed: &Push, controller_args: &[String]) -> String {
     let mut o = String::new();
     let w = &mut o;
     machine(w, controller_args);
@@ -20,8 +21,77 @@ pub fn render(scales: &[Scale], recovery: &[Recovery], controller_args: &[String
     for r in recovery {
         latency(w, r);
     }
-    targets(w, scales, recovery);
+    push_latency(w, pushed);
+    push_calls(w, pushed);
+    targets(w, scales, recovery, pushed);
     o
+}
+
+fn push_latency(w: &mut String, p: &Push) {
+    if p.latency.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "## Detection latency: polling only vs push
+"
+    );
+    let n = p.latency.first().map_or(0, |l| l.faults);
+    let _ = writeln!(
+        w,
+        "{n} ECS services, ten per policy (probeInterval {}s, failureThreshold {}, remediation Disabled), degraded one after another over two intervals. Push: the controller reads an SQS queue that the shipped EventBridge rules send to, the policies say `detection.events: Corroborate`, and right after each fault the driver puts the ECS Service Action WARN that ECS would send (at once: the figure is the controller's part, not ECS's or EventBridge's). Detection: fault injected → Incident seen by a watch.\n",
+        push::INTERVAL_SECS,
+        push::THRESHOLD
+    );
+    let _ = writeln!(w, "| mode | incidents | p50 | p99 | max |");
+    let _ = writeln!(w, "| --- | ---: | ---: | ---: | ---: |");
+    for l in &p.latency {
+        let v = &l.detection;
+        let _ = writeln!(
+            w,
+            "| {} | {} of {} | {:.2} s | {:.2} s | {:.2} s |",
+            match l.mode {
+                push::Mode::Polling => "polling only",
+                push::Mode::Push => "push (events + polling)",
+            },
+            v.len(),
+            l.faults,
+            percentile(v, 50.0),
+            percentile(v, 99.0),
+            v.last().copied().unwrap_or(f64::NAN)
+        );
+    }
+    let _ = writeln!(w);
+}
+
+fn push_calls(w: &mut String, p: &Push) {
+    let Some(c) = &p.calls else { return };
+    let _ = writeln!(
+        w,
+        "## AWS calls per hour, push off and on
+"
+    );
+    let _ = writeln!(
+        w,
+        "{} targets in {} policies (the scale layout), probeInterval {}s; calls counted by the fault layer over {} s each way and scaled to an hour. With push on, {} ECS INFO events about healthy services were put during the window: they woke {:.0} probes asking about {:.0} targets. The driver's own PutEvents calls are left out.\n",
+        c.targets,
+        c.policies,
+        push::INTERVAL_SECS,
+        push::WINDOW.as_secs(),
+        push::EVENTS,
+        c.woken.0,
+        c.woken.1
+    );
+    let hour = 3600.0 / push::WINDOW.as_secs_f64();
+    let _ = writeln!(w, "| call | push off, per hour | push on, per hour | difference |");
+    let _ = writeln!(w, "| --- | ---: | ---: | ---: |");
+    let ops: std::collections::BTreeSet<&String> =
+        c.off.keys().chain(c.on.keys()).filter(|k| !k.starts_with("events.")).collect();
+    for op in ops {
+        let (off, on) = (*c.off.get(op).unwrap_or(&0) as f64 * hour, *c.on.get(op).unwrap_or(&0) as f64 * hour);
+        let _ = writeln!(w, "| {op} | {off:.0} | {on:.0} | {:+.0} |", on - off);
+    }
+    let _ = writeln!(w);
 }
 
 fn machine(w: &mut String, controller_args: &[String]) {
@@ -269,7 +339,7 @@ fn latency(w: &mut String, r: &Recovery) {
     let _ = writeln!(w);
 }
 
-fn targets(w: &mut String, scales: &[Scale], recovery: &[Recovery]) {
+fn targets(w: &mut String, scales: &[Scale], recovery: &[Recovery], pushed: &Push) {
     let _ = writeln!(w, "## Against the targets of issue #9\n");
     let _ = writeln!(w, "| target | measured |");
     let _ = writeln!(w, "| --- | --- |");
@@ -299,6 +369,28 @@ fn targets(w: &mut String, scales: &[Scale], recovery: &[Recovery]) {
         );
         let _ =
             writeln!(w, "| action p99 ≤ 1 s ({} incidents {how}) | {:.2} s |", r.services, percentile(&r.action, 99.0));
+    }
+    if let Some(l) = pushed.latency.iter().find(|l| l.mode == push::Mode::Push) {
+        let _ = writeln!(
+            w,
+            "| push detection p99 ≤ 3 s ({} faults, Corroborate) | {:.2} s |",
+            l.faults,
+            percentile(&l.detection, 99.0)
+        );
+    }
+    if let Some(c) = &pushed.calls {
+        let probe = |calls: &std::collections::BTreeMap<String, usize>| {
+            OPS.iter().map(|op| calls.get(*op).copied().unwrap_or(0)).sum::<usize>()
+        };
+        let _ = writeln!(
+            w,
+            "| push adds no probe calls beyond those events wake ({} targets) | {} probe calls off, {} on, over {} s; {:.0} woken probes |",
+            c.targets,
+            probe(&c.off),
+            probe(&c.on),
+            push::WINDOW.as_secs(),
+            c.woken.0
+        );
     }
     for s in scales {
         let _ = writeln!(
