@@ -296,3 +296,73 @@ async fn delete(ctx: &Context, sqs: &aws_sdk_sqs::Client, url: &str, messages: &
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::testing;
+
+    /// (what, queues, mode, the queue's health, the condition's status and reason)
+    type Case = (&'static str, Vec<&'static str>, EventsMode, Option<Health>, Option<(&'static str, &'static str)>);
+
+    /// The condition each combination of queues and `events` mode gets.
+    #[tokio::test]
+    async fn push_detection_says_what_wakes_probes() {
+        let now = Timestamp::UNIX_EPOCH;
+        let url = "https://sqs.us-east-1.amazonaws.com/123456789012/recovery-events";
+        let cases: [Case; 5] = [
+            ("no queue, Wake: nothing to say", vec![], EventsMode::Wake, None, None),
+            ("no queue, Corroborate", vec![], EventsMode::Corroborate, None, Some(("False", reason::NO_QUEUE))),
+            (
+                "a queue, Ignore",
+                vec![url],
+                EventsMode::Ignore,
+                Some(Health::Receiving),
+                Some(("False", reason::EVENTS_IGNORED)),
+            ),
+            (
+                "a queue that answers",
+                vec![url],
+                EventsMode::Wake,
+                Some(Health::Receiving),
+                Some(("True", reason::RECEIVING)),
+            ),
+            (
+                "a queue that fails",
+                vec![url],
+                EventsMode::Corroborate,
+                Some(Health::Failing("sqs:ReceiveMessage: QueueDoesNotExist: gone".into())),
+                Some(("False", reason::QUEUE_UNREADABLE)),
+            ),
+        ];
+        for (what, queues, mode, health, want) in cases {
+            let ctx = testing::context();
+            ctx.queues.configure(queues.iter().map(|q| q.to_string()).collect());
+            if let Some(h) = health {
+                ctx.queues.set(url, h);
+            }
+            let mut policy = testing::policy();
+            policy.spec.detection.events = mode;
+            // A condition left from an earlier configuration is replaced or removed.
+            let mut status = RecoveryPolicyStatus::default();
+            common::set_condition(&mut status.conditions, conditions::PUSH_DETECTION, true, "Old", "old", None, now);
+            set_push_detection(&ctx, &policy, &mut status, now);
+            let got = common::condition(&status.conditions, conditions::PUSH_DETECTION);
+            assert_eq!(got.map(|c| (c.status.as_str(), c.reason.as_str())), want, "{what}");
+            if let Some(c) = got.filter(|c| c.reason == reason::QUEUE_UNREADABLE) {
+                assert!(c.message.contains(url) && c.message.contains("QueueDoesNotExist"), "{}", c.message);
+                assert!(c.message.contains("polling every 30s"), "{}", c.message);
+            }
+        }
+    }
+
+    #[test]
+    fn lag_is_the_age_of_the_oldest_message() {
+        let now = Timestamp::from_second(1_000).unwrap();
+        let sent =
+            |ms: &str| Message::builder().attributes(MessageSystemAttributeName::SentTimestamp, ms.to_string()).build();
+        assert_eq!(lag(&[], now), 0.0);
+        assert_eq!(lag(&[sent("990000"), sent("995500"), Message::builder().build()], now), 10.0);
+        assert_eq!(lag(&[sent("not a time")], now), 0.0);
+    }
+}

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::bench(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  test [--no-lint] [-- <args>]  lint, start the real parts, run every test, stop the parts\n  lint                          cargo fmt --check and clippy -D warnings\n  env                           start the real parts and wait for Ctrl-C\n  demo                          the main job locally: break an ECS service, watch it recover\n  bench [--scale 100,1000:100] [--recovery N] [--out FILE]\n                                release controller against the real parts: calls, cycle time, CPU, RSS, latency\n  crds                          regenerate crds/ and the chart's copy from the Rust types"
+                "usage: cargo xtask <task>\n\n  test [--no-lint] [-- <args>]  lint, start the real parts, run every test, stop the parts\n  lint                          cargo fmt --check and clippy -D warnings\n  env                           start the real parts and wait for Ctrl-C\n  demo                          the main job locally: break an ECS service, watch it recover\n  bench [--scale 100,1000:100] [--recovery N] [--push N] [--push-targets T] [--out FILE]\n                                release controller against the real parts: calls, cycle time, CPU, RSS, latency\n  crds                          regenerate crds/ and the chart's copy from the Rust types"
             );
             return ExitCode::from(2);
         }
