@@ -230,3 +230,67 @@ async fn a_missing_secret_is_a_condition_and_nothing_leaks() {
     assert_eq!(ctl.get("/healthz").await.0, 200);
     assert!(!ctl.log_text().contains(&s.smtp_password), "the SMTP password leaked into the log");
 }
+
+/// PagerDuty Events API v2: a trigger when the incident opens, keyed by the incident's id,
+/// retried through a 429 by the ledger, and a resolve when it is resolved; the completed plan
+/// sends nothing of its own. The receiver implements the contract, deduplication included.
+#[tokio::test]
+async fn pagerduty_triggers_and_resolves_under_the_incidents_id() {
+    let client = support::client().await;
+    let ns = namespace(&client, "alert-pd").await;
+    let routing_key: String = uuid::Uuid::new_v4().simple().to_string();
+    let secret = Secret {
+        metadata: ObjectMeta { name: Some("pagerduty".into()), ..Default::default() },
+        data: Some(BTreeMap::from([("routingKey".to_string(), ByteString(routing_key.as_bytes().to_vec()))])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.unwrap();
+    let alerts = json!({"alerts": {"minSeverity": "medium", "pagerduty": {
+        "routingKeySecretRef": {"name": "pagerduty", "key": "routingKey"},
+        "eventsUrl": support::var("RECOVERY_PAGERDUTY_URL")}}});
+    let (cluster, faults) = degraded_web(&client, &ns, "alert-pd", alerts).await;
+    let rx = Receivers::from_env();
+    rx.fail_pagerduty(429, 1).await;
+    let ctl = ControllerProcess::start_args(&["--namespace", &ns, "--allow-insecure-endpoints"], &[]);
+
+    let trigger = eventually("the trigger", WAIT, || async { rx.pagerduty(&routing_key).await.pop() }).await;
+    let inc = policy::incidents(&client, &ns).await.pop().expect("the incident");
+    let event = &trigger["json"];
+    assert_eq!(event["event_action"], "trigger");
+    assert_eq!(event["dedup_key"], json!(inc.spec.id));
+    assert_eq!(event["payload"]["severity"], "error", "high is PagerDuty's error");
+    assert_eq!(event["payload"]["source"], json!(inc.spec.target));
+    assert!(event["payload"]["summary"].as_str().unwrap().contains("runs 1 of 2 desired tasks"), "{event}");
+
+    eventually("the restart", WAIT, || async {
+        Some(faults.calls_for("ecs", "UpdateService", "cluster", &cluster).await).filter(|r| !r.is_empty())
+    })
+    .await;
+    faults.ecs_service(json!({"cluster": cluster, "service": "web", "runningCount": 2, "completeRollout": true})).await;
+    let alert = eventually("PagerDuty's alert resolved", WAIT, || async {
+        rx.pagerduty_alerts(&routing_key).await.pop().filter(|a| a["status"] == "resolved")
+    })
+    .await;
+    assert_eq!(alert["dedup_key"], json!(inc.spec.id));
+    eventually("the plan completed", WAIT, || async {
+        plans::all(&client, &ns).await.pop().filter(|p| plans::phase(p) == Some(PlanPhase::Completed))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // anything extra would arrive now
+    let actions: Vec<String> = rx
+        .pagerduty(&routing_key)
+        .await
+        .iter()
+        .map(|e| e["json"]["event_action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(actions, ["trigger", "resolve"], "a completed plan sends nothing to PagerDuty");
+    let ledger = policy::incidents(&client, &ns).await.pop().unwrap().status.unwrap().alerts;
+    let entries: Vec<(String, u32)> =
+        ledger.iter().map(|a| (format!("{:?} {:?} {:?}", a.alert, a.channel, a.state), a.attempts)).collect();
+    assert_eq!(
+        entries,
+        [("Detected PagerDuty Sent".to_owned(), 2), ("Resolved PagerDuty Sent".to_owned(), 1)],
+        "the 429 is recorded as an attempt and retried"
+    );
+    assert!(!ctl.log_text().contains(&routing_key), "the routing key leaked into the log");
+}

@@ -1,5 +1,5 @@
 //! Alerts: what an incident alert says, rendered in English or Korean, and its delivery to a
-//! Slack incoming webhook or over SMTP.
+//! Slack incoming webhook, over SMTP, or to PagerDuty's Events API v2.
 //!
 //! Rendering ([`title`], [`slack_payload`], [`email_message`]) is pure: the caller (the incident
 //! reconciler) builds an [`Alert`] from the Incident and its plan, and gets back a value to send.
@@ -11,6 +11,7 @@
 //! or a `Debug` output of this module's types.
 
 mod email;
+mod pagerduty;
 mod render;
 mod slack;
 
@@ -22,6 +23,7 @@ use crate::api::incident::{AlertKind, IncidentMetrics, IncidentSpec};
 use crate::api::policy::Locale;
 
 pub use email::{SmtpSettings, SmtpTls, email_message, message_id, plain_text, send_email};
+pub use pagerduty::{EVENTS_URL, events_url, pagerduty_event, routing_key, send_pagerduty};
 pub use render::{incident_tag, title};
 pub use slack::{SlackWebhook, send_slack, slack_payload};
 
@@ -83,6 +85,12 @@ pub enum AlertError {
         /// The address as configured.
         address: String,
     },
+    /// The PagerDuty routing key is not 32 letters and digits. The key itself is never shown.
+    #[error("pagerduty routing key is invalid: it must be the 32-character integration key")]
+    InvalidRoutingKey,
+    /// The PagerDuty events URL is unusable.
+    #[error("pagerduty eventsUrl is invalid: {0}")]
+    InvalidEventsUrl(&'static str),
     /// The policy names no recipient.
     #[error("email has no recipients")]
     NoRecipients,
@@ -113,6 +121,16 @@ impl DeliveryError {
     fn permanent(message: impl Into<String>) -> Self {
         Self { retryable: false, message: message.into(), retry_after: None }
     }
+}
+
+/// The `Retry-After` a receiver sent with a refusal (seconds), if any.
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 /// How long one delivery attempt may take, per channel.

@@ -171,12 +171,7 @@ pub async fn send_slack(http: &reqwest::Client, hook: &SlackWebhook, payload: &V
     if status.is_success() {
         return Ok(());
     }
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(std::time::Duration::from_secs);
+    let retry_after = super::retry_after(&response);
     // Slack explains a refusal with a short code such as `invalid_payload`; anything else in
     // the body (an HTML error page, an echo of our request) is not repeated.
     let body = response.text().await.unwrap_or_default();

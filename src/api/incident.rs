@@ -354,6 +354,8 @@ pub enum AlertChannel {
     Slack,
     /// SMTP e-mail.
     Email,
+    /// PagerDuty Events API v2.
+    PagerDuty,
 }
 
 /// Delivery state of one alert on one channel.

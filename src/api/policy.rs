@@ -474,8 +474,8 @@ impl Default for RemediationSpec {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.slack) || has(self.email)",
-    "message": "alerts needs slack or email (or both); leave alerts out to rely on Kubernetes Events alone"
+    "rule": "has(self.slack) || has(self.email) || has(self.pagerduty)",
+    "message": "alerts needs slack, email or pagerduty (or several); leave alerts out to rely on Kubernetes Events alone"
 }]))]
 pub struct AlertsSpec {
     /// Incidents below this severity are not sent (Events are still emitted).
@@ -490,6 +490,24 @@ pub struct AlertsSpec {
     /// E-mail over SMTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<EmailSpec>,
+    /// PagerDuty Events API v2: a trigger when an incident opens (and when its plan waits for
+    /// approval or fails), a resolve when it is resolved, deduplicated by the incident's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pagerduty: Option<PagerDutySpec>,
+}
+
+/// PagerDuty Events API v2.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PagerDutySpec {
+    /// The Secret key holding the integration (routing) key of an Events API v2 integration
+    /// on a PagerDuty service. The key is a credential: it is never logged.
+    pub routing_key_secret_ref: SecretKeyRef,
+    /// Where events go. Default `https://events.pagerduty.com/v2/enqueue`; accounts in the
+    /// EU service region use `https://events.eu.pagerduty.com/v2/enqueue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 2048), pattern(r"^https?://[^\s]+$"))]
+    pub events_url: Option<String>,
 }
 
 fn medium() -> Severity {

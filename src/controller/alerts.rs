@@ -18,7 +18,7 @@ use tracing::{info, instrument, warn};
 
 use crate::alert::{self, Alert, SlackWebhook, SmtpSettings};
 use crate::api::RecoveryPolicy;
-use crate::api::common::set_condition;
+use crate::api::common::{SecretKeyRef, set_condition};
 use crate::api::incident::{AlertChannel, AlertKind, Incident};
 use crate::api::plan::RecoveryPlan;
 use crate::api::policy::AlertsSpec;
@@ -111,6 +111,7 @@ fn channel_name(c: AlertChannel) -> &'static str {
     match c {
         AlertChannel::Slack => "slack",
         AlertChannel::Email => "email",
+        AlertChannel::PagerDuty => "pagerduty",
     }
 }
 
@@ -147,12 +148,8 @@ async fn deliver(
     match channel {
         AlertChannel::Slack => {
             let slack = spec.slack.as_ref().ok_or(("slack is not configured".to_owned(), false))?;
-            let data = secret(ctx, ns, &slack.webhook_secret_ref.name).await?;
-            let key = &slack.webhook_secret_ref.key;
-            let url = data
-                .get(key)
-                .ok_or_else(|| (format!("secret {} has no key {key}", slack.webhook_secret_ref.name), true))?;
-            let hook = SlackWebhook::parse(&String::from_utf8_lossy(url), ctx.allow_insecure_endpoints)
+            let url = secret_key(ctx, ns, &slack.webhook_secret_ref).await?;
+            let hook = SlackWebhook::parse(&String::from_utf8_lossy(&url), ctx.allow_insecure_endpoints)
                 .map_err(|e| (e.to_string(), false))?;
             alert::send_slack(&ctx.http, &hook, &alert::slack_payload(alert))
                 .await
@@ -165,6 +162,17 @@ async fn deliver(
                 .map_err(|e| (format!("secret {}: {e}", email.smtp_secret_ref.name), true))?;
             let message = alert::email_message(alert, &email.from, &email.to).map_err(|e| (e.to_string(), false))?;
             alert::send_email(&settings, message).await.map_err(|e| (e.message, e.retryable))
+        }
+        AlertChannel::PagerDuty => {
+            let pd = spec.pagerduty.as_ref().ok_or(("pagerduty is not configured".to_owned(), false))?;
+            let raw = secret_key(ctx, ns, &pd.routing_key_secret_ref).await?;
+            let key = alert::routing_key(&String::from_utf8_lossy(&raw)).map_err(|e| (e.to_string(), false))?;
+            let url =
+                alert::events_url(pd.events_url.as_deref().unwrap_or(alert::EVENTS_URL), ctx.allow_insecure_endpoints)
+                    .map_err(|e| (e.to_string(), false))?;
+            // The ledger asks only for the kinds PagerDuty carries (`core::alerts::carries`).
+            let Some(event) = alert::pagerduty_event(alert, &key) else { return Ok(()) };
+            alert::send_pagerduty(&ctx.http, &url, &event).await.map_err(|e| (e.message, e.retryable))
         }
     }
 }
@@ -179,23 +187,29 @@ async fn secret(ctx: &Context, ns: &str, name: &str) -> Result<BTreeMap<String, 
     Ok(secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
+/// One key of a Secret; a missing Secret or key is retryable (it may be created later).
+async fn secret_key(ctx: &Context, ns: &str, at: &SecretKeyRef) -> Result<Vec<u8>, (String, bool)> {
+    let mut data = secret(ctx, ns, &at.name).await?;
+    data.remove(&at.key).ok_or_else(|| (format!("secret {} has no key {}", at.name, at.key), true))
+}
+
 /// Whether the policy's alert Secrets exist with the keys it names: Ok, or a message naming
 /// the Secret and key (never a value). For the policy's `AlertsConfigured` condition.
 pub async fn check_secrets(ctx: &Context, policy: &RecoveryPolicy) -> Result<(), String> {
     let Some(spec) = &policy.spec.alerts else { return Ok(()) };
     let ns = policy.namespace().unwrap_or_default();
     if let Some(slack) = &spec.slack {
-        let data = secret(ctx, &ns, &slack.webhook_secret_ref.name).await.map_err(|e| e.0)?;
-        if !data.contains_key(&slack.webhook_secret_ref.key) {
-            return Err(format!(
-                "secret {} has no key {}",
-                slack.webhook_secret_ref.name, slack.webhook_secret_ref.key
-            ));
-        }
+        secret_key(ctx, &ns, &slack.webhook_secret_ref).await.map_err(|e| e.0)?;
     }
     if let Some(email) = &spec.email {
         let data = secret(ctx, &ns, &email.smtp_secret_ref.name).await.map_err(|e| e.0)?;
         SmtpSettings::from_secret(&data).map_err(|e| format!("secret {}: {e}", email.smtp_secret_ref.name))?;
+    }
+    if let Some(pd) = &spec.pagerduty {
+        let at = &pd.routing_key_secret_ref;
+        let raw = secret_key(ctx, &ns, at).await.map_err(|e| e.0)?;
+        alert::routing_key(&String::from_utf8_lossy(&raw))
+            .map_err(|e| format!("secret {} key {}: {e}", at.name, at.key))?;
     }
     Ok(())
 }

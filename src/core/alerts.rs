@@ -61,7 +61,7 @@ pub fn due(f: &Facts) -> (Vec<(AlertKind, AlertChannel)>, Option<Duration>) {
     let mut now_due = vec![];
     let mut next: Option<Duration> = None;
     for kind in wanted(f) {
-        for &channel in f.channels {
+        for &channel in f.channels.iter().filter(|c| carries(**c, kind)) {
             match entry(f.status, kind, channel) {
                 None => now_due.push((kind, channel)),
                 Some(e) if e.state == AlertState::Sending => {
@@ -85,16 +85,44 @@ pub fn due(f: &Facts) -> (Vec<(AlertKind, AlertChannel)>, Option<Duration>) {
 /// delivered, or given up. Until then the ledger is still needed (it is what stops a resend).
 pub fn settled(f: &Facts) -> bool {
     wanted(f).into_iter().all(|kind| {
-        f.channels.iter().all(|&channel| entry(f.status, kind, channel).is_some_and(|e| e.state != AlertState::Sending))
+        f.channels
+            .iter()
+            .filter(|c| carries(**c, kind))
+            .all(|&channel| entry(f.status, kind, channel).is_some_and(|e| e.state != AlertState::Sending))
     })
+}
+
+/// Whether a channel carries an alert kind: PagerDuty has no message for a completed plan
+/// (the resolve that follows closes its alert); Slack and e-mail carry every kind.
+pub fn carries(channel: AlertChannel, kind: AlertKind) -> bool {
+    match channel {
+        AlertChannel::Slack | AlertChannel::Email => true,
+        AlertChannel::PagerDuty => pagerduty_action(kind).is_some(),
+    }
+}
+
+/// What an alert kind does in PagerDuty (Events API v2 `event_action`), if anything: the
+/// incident opening, a plan waiting for approval and a failed plan trigger (under one
+/// dedup key PagerDuty adds them to the same alert); resolved resolves. A completed plan says
+/// nothing of its own: the resolve that follows closes the alert.
+pub fn pagerduty_action(kind: AlertKind) -> Option<&'static str> {
+    match kind {
+        AlertKind::Detected | AlertKind::AwaitingApproval | AlertKind::PlanFailed => Some("trigger"),
+        AlertKind::Resolved => Some("resolve"),
+        AlertKind::PlanCompleted => None,
+    }
 }
 
 /// The channels a policy's alerts name, in delivery order.
 pub fn channels(spec: &crate::api::policy::AlertsSpec) -> Vec<AlertChannel> {
-    [(spec.slack.is_some(), AlertChannel::Slack), (spec.email.is_some(), AlertChannel::Email)]
-        .into_iter()
-        .filter_map(|(on, c)| on.then_some(c))
-        .collect()
+    [
+        (spec.slack.is_some(), AlertChannel::Slack),
+        (spec.email.is_some(), AlertChannel::Email),
+        (spec.pagerduty.is_some(), AlertChannel::PagerDuty),
+    ]
+    .into_iter()
+    .filter_map(|(on, c)| on.then_some(c))
+    .collect()
 }
 
 /// Backoff after `attempts` failed attempts.

@@ -146,6 +146,48 @@ def slack(info):
     assert ctl(info, "GET", "")["slack"] == 3
 
 
+def post_pagerduty(info, doc):
+    req = urllib.request.Request(info["pagerduty"], method="POST", data=json.dumps(doc).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req) as resp:
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null"), dict(exc.headers)
+
+
+def pagerduty(info):
+    key = "R" * 32
+    trigger = {"routing_key": key, "event_action": "trigger", "dedup_key": "inc-1",
+               "payload": {"summary": "checkout down", "source": "ecs/prod/checkout", "severity": "error"}}
+    status, body, _ = post_pagerduty(info, trigger)
+    assert (status, body["status"], body["dedup_key"]) == (202, "success", "inc-1"), body
+    assert post_pagerduty(info, trigger)[0] == 202  # a resend: deduplicated, not a second alert
+    alerts = ctl(info, "GET", "/pagerduty/alerts")
+    assert [(a["dedup_key"], a["status"], a["events"]) for a in alerts] == [("inc-1", "triggered", 2)], alerts
+    for bad, why in [
+        (dict(trigger, routing_key="short"), "routing_key"),
+        (dict(trigger, event_action="page"), "event_action"),
+        (dict(trigger, payload={"summary": "x", "source": "y", "severity": "high"}), "severity"),
+        ({"routing_key": key, "event_action": "resolve"}, "dedup_key"),
+    ]:
+        status, body, _ = post_pagerduty(info, bad)
+        assert status == 400 and body["status"] == "invalid event", body
+        assert any(why in e for e in body["errors"]), (why, body)
+    ctl(info, "POST", "/pagerduty/fail", {"status": 429, "count": 1, "retryAfter": 3})
+    status, body, headers = post_pagerduty(info, {"routing_key": key, "event_action": "resolve", "dedup_key": "inc-1"})
+    assert (status, body["status"], headers.get("Retry-After")) == (429, "throttle event", "3"), body
+    assert post_pagerduty(info, {"routing_key": key, "event_action": "resolve", "dedup_key": "inc-1"})[0] == 202
+    alerts = ctl(info, "GET", "/pagerduty/alerts")
+    assert [(a["status"], a["events"]) for a in alerts] == [("resolved", 3)], alerts
+    fresh = dict(trigger, dedup_key=None)
+    status, body, _ = post_pagerduty(info, fresh)
+    assert status == 202 and body["dedup_key"], body
+    outcomes = [e["outcome"] for e in ctl(info, "GET", "/pagerduty")]
+    assert outcomes == ["created", "deduplicated", "resolved", "created"], outcomes
+    assert len(ctl(info, "GET", "/pagerduty?all=true")) == 9
+
+
 def auth_required_and_starttls():
     proc, info, log = start(["--smtp-user", "alerts", "--smtp-password", "s3cret", "--starttls"])
     try:
@@ -178,7 +220,7 @@ def main() -> int:
     passed = failed = 0
     proc, info, log = start([])
     print(f"ready: {json.dumps(info)}")
-    for fn in (smtp_plain, smtp_fail_and_wait, slack):
+    for fn in (smtp_plain, smtp_fail_and_wait, slack, pagerduty):
         try:
             fn(info)
             passed += 1

@@ -46,6 +46,22 @@ DELETE /_control/slack[?path=]
 POST   /_control/slack/fail {"status": 500, "count": N|null, "body": "...",
                              "retryAfter": 1 (header, for 429), "path": "/slack/x" (optional)}
 DELETE /_control/slack/fail
+
+PagerDuty: POST /pagerduty/v2/enqueue, the Events API v2 contract: 202 {"status": "success",
+"message": "Event processed", "dedup_key"} for a valid event (a trigger without dedup_key
+gets one); 400 {"status": "invalid event", "errors": [...]} for an invalid one (routing_key
+not 32 characters, unknown event_action, a trigger without payload.summary/source/severity
+in critical|error|warning|info, acknowledge/resolve without dedup_key). Alerts are kept by
+(routing_key, dedup_key): a trigger on an open alert is deduplicated into it, resolve closes it,
+a trigger after that opens a new one.
+GET    /_control/pagerduty[?all=true]     events received (202 only unless all=true), each
+                                          {"seq", "time", "json", "status", "headers",
+                                           "outcome": created|deduplicated|acknowledged|resolved|ignored}
+GET    /_control/pagerduty/alerts[?routing_key=]
+                                          [{"routing_key", "dedup_key", "status", "events",
+                                            "summary", "severity"}, ...]
+POST   /_control/pagerduty/fail {"status": 429|500, "count": N|null, "retryAfter": S}
+DELETE /_control/pagerduty/fail
 """
 
 from __future__ import annotations
@@ -66,6 +82,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -89,6 +106,11 @@ class Store:
             self.seq = 0
             self.smtp_fail: dict | None = None
             self.slack_fail: dict | None = None
+            # PagerDuty Events API v2: every event received, and the alerts they make, by
+            # (routing_key, dedup_key).
+            self.pagerduty: list[dict] = []
+            self.pd_alerts: dict[tuple, dict] = {}
+            self.pagerduty_fail: dict | None = None
             self.cond.notify_all()
 
     def add(self, kind: str, item: dict) -> dict:
@@ -115,6 +137,60 @@ class Store:
 
 
 STORE = Store()
+
+
+PD_SEVERITIES = ("critical", "error", "warning", "info")
+
+
+def pagerduty_errors(event) -> list[str]:
+    """What PagerDuty would refuse in an Events API v2 event."""
+    if not isinstance(event, dict):
+        return ["Event must be a JSON object"]
+    errors = []
+    key = event.get("routing_key")
+    if not isinstance(key, str) or len(key) != 32:
+        errors.append("'routing_key' must be a 32 character integration key")
+    action = event.get("event_action")
+    if action not in ("trigger", "acknowledge", "resolve"):
+        errors.append("'event_action' must be one of trigger, acknowledge, resolve")
+    dedup = event.get("dedup_key")
+    if dedup is not None and (not isinstance(dedup, str) or not dedup or len(dedup) > 255):
+        errors.append("'dedup_key' must be a string of at most 255 characters")
+    if action in ("acknowledge", "resolve") and not dedup:
+        errors.append("'dedup_key' is required for acknowledge and resolve")
+    if action == "trigger":
+        payload = event.get("payload")
+        if not isinstance(payload, dict):
+            errors.append("'payload' is missing or not an object")
+        else:
+            summary = payload.get("summary")
+            if not isinstance(summary, str) or not summary or len(summary) > 1024:
+                errors.append("'payload.summary' is required and at most 1024 characters")
+            if not isinstance(payload.get("source"), str) or not payload.get("source"):
+                errors.append("'payload.source' is required")
+            if payload.get("severity") not in PD_SEVERITIES:
+                errors.append("'payload.severity' must be one of critical, error, warning, info")
+    return errors
+
+
+def pd_apply(event: dict, dedup: str) -> str:
+    """Applies a valid event to the alerts (under STORE.cond): what became of it."""
+    key = (event["routing_key"], dedup)
+    alert = STORE.pd_alerts.get(key)
+    action = event["event_action"]
+    if action == "trigger":
+        if alert and alert["status"] != "resolved":
+            alert["events"] += 1
+            return "deduplicated"
+        STORE.pd_alerts[key] = {"status": "triggered", "events": 1,
+                                "summary": event["payload"]["summary"],
+                                "severity": event["payload"]["severity"]}
+        return "created"
+    if not alert or alert["status"] == "resolved":
+        return "ignored"
+    alert["events"] += 1
+    alert["status"] = "resolved" if action == "resolve" else "acknowledged"
+    return alert["status"]
 
 
 def path_matches(path: str, prefix: str) -> bool:
@@ -368,6 +444,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if path == "/slack" or path.startswith("/slack/"):
                 return self.slack(method, path, body)
+            if path == "/pagerduty/v2/enqueue":
+                return self.pagerduty(method, body)
             if path == "/_control" or path.startswith("/_control/"):
                 doc = json.loads(body) if body.strip() else {}
                 status, result = self.control(method, path[len("/_control"):], query, doc)
@@ -403,6 +481,39 @@ class Handler(BaseHTTPRequestHandler):
             headers["Retry-After"] = str(fail["retryAfter"])
         return self._send(status, reply, "text/plain", headers)
 
+    def pagerduty(self, method, body):
+        """PagerDuty Events API v2 (https://developer.pagerduty.com/docs/events-api-v2/):
+        202 and the dedup_key for a valid event; 400 "invalid event" with errors; a trigger
+        whose dedup_key names an open alert is folded into it, a resolve closes it."""
+        if method != "POST":
+            return self._send(405, {"status": "invalid method"})
+        try:
+            event = json.loads(body)
+        except ValueError:
+            event = None
+        errors = pagerduty_errors(event)
+        with STORE.cond:
+            fail = STORE.take_failure(STORE.pagerduty_fail)
+            if fail:
+                status = int(fail.get("status", 500))
+                reply = ({"status": "throttle event", "message": "Requests for this service are arriving too "
+                          "quickly. Please retry later."} if status == 429 else {"status": "error"})
+            elif errors:
+                status, reply = 400, {"status": "invalid event", "message": "Event object is invalid",
+                                      "errors": errors}
+            else:
+                status = 202
+                key = event.get("dedup_key") or uuid.uuid4().hex
+                reply = {"status": "success", "message": "Event processed", "dedup_key": key}
+            item = {"json": event, "status": status, "headers": dict(self.headers.items())}
+            if status == 202:
+                item["outcome"] = pd_apply(event, reply["dedup_key"])
+            STORE.add("pagerduty", item)
+        headers = {}
+        if fail and fail.get("retryAfter") is not None:
+            headers["Retry-After"] = str(fail["retryAfter"])
+        return self._send(status, reply, "application/json", headers)
+
     def control(self, method, route, query, doc):
         if route == "" and method == "GET":
             with STORE.cond:
@@ -431,8 +542,16 @@ class Handler(BaseHTTPRequestHandler):
                     keep = [i for i in items if not match(i, q)] if query else []
                     setattr(STORE, kind, keep)
                     return 200, {"deleted": len(items) - len(keep)}
-        if route in ("/slack/fail", "/smtp/fail"):
-            attr = "slack_fail" if route == "/slack/fail" else "smtp_fail"
+        if route == "/pagerduty" and method == "GET":
+            with STORE.cond:
+                return 200, [dict(i) for i in STORE.pagerduty
+                             if query.get("all") == "true" or i["status"] == 202]
+        if route == "/pagerduty/alerts" and method == "GET":
+            with STORE.cond:
+                return 200, [dict(a, routing_key=k[0], dedup_key=k[1]) for k, a in STORE.pd_alerts.items()
+                             if "routing_key" not in query or k[0] == query["routing_key"]]
+        if route in ("/slack/fail", "/smtp/fail", "/pagerduty/fail"):
+            attr = {"/slack/fail": "slack_fail", "/smtp/fail": "smtp_fail"}.get(route, "pagerduty_fail")
             with STORE.cond:
                 if method == "DELETE":
                     setattr(STORE, attr, None)
@@ -496,7 +615,7 @@ def main(argv=None) -> int:
 
     base = f"http://{args.host}:{http_port}"
     info = {"smtp": f"{args.host}:{smtp.port}", "slack": f"{base}/slack",
-            "control": f"{base}/_control", "pid": os.getpid(),
+            "pagerduty": f"{base}/pagerduty/v2/enqueue", "control": f"{base}/_control", "pid": os.getpid(),
             "starttls": bool(args.starttls), "cert": cert_path}
     if args.ready_file:
         tmp = f"{args.ready_file}.tmp.{os.getpid()}"

@@ -48,6 +48,27 @@ impl Receivers {
     }
 }
 
+impl Receivers {
+    /// PagerDuty events accepted (202) for a routing key, oldest first.
+    pub async fn pagerduty(&self, routing_key: &str) -> Vec<Value> {
+        let all = self.get("/pagerduty").await;
+        all.into_iter().filter(|e| e["json"]["routing_key"] == routing_key).collect()
+    }
+
+    /// PagerDuty's alerts for a routing key, as the receiver keeps them.
+    pub async fn pagerduty_alerts(&self, routing_key: &str) -> Vec<Value> {
+        self.get(&format!("/pagerduty/alerts?routing_key={routing_key}")).await
+    }
+
+    /// Makes the PagerDuty receiver answer `status` to the next `count` events.
+    pub async fn fail_pagerduty(&self, status: u16, count: u32) {
+        let body = json!({"status": status, "count": count, "retryAfter": 1});
+        let resp =
+            self.http.post(format!("{}/pagerduty/fail", self.base)).json(&body).send().await.expect("receivers answer");
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap_or_default());
+    }
+}
+
 /// Creates the Secret `slack` (key `url`) in `ns`, holding a webhook URL of the Slack
 /// receiver; returns the path its posts are listed (and failed) under.
 pub async fn slack_secret(client: &kube::Client, ns: &str) -> String {

@@ -90,6 +90,7 @@ impl Environment {
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
             ("RECOVERY_SMTP_ADDR".into(), s(&rx_ready, "smtp")?),
             ("RECOVERY_SLACK_URL".into(), s(&rx_ready, "slack")?),
+            ("RECOVERY_PAGERDUTY_URL".into(), s(&rx_ready, "pagerduty")?),
             ("RECOVERY_RECEIVERS_URL".into(), s(&rx_ready, "control")?),
             ("RECOVERY_TESTENV_DIR".into(), work.display().to_string()),
         ];
