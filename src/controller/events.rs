@@ -24,7 +24,6 @@ use crate::api::conditions::{policy as conditions, reason};
 use crate::api::policy::{EventsMode, RecoveryPolicyStatus};
 use crate::aws::{AwsFault, SQS_LONG_POLL};
 use crate::core::events::{self as core, Recent};
-use crate::core::targets::targets;
 use crate::metrics::{EventLabels, QueueLabel};
 
 use super::Context;
@@ -242,8 +241,7 @@ fn wake(ctx: &Context, event: &core::Event, now: Timestamp) -> bool {
     let mut matched = false;
     for scope in ctx.scopes() {
         for policy in scope.policies.state() {
-            let keys: Vec<String> = targets(&policy.spec).into_iter().map(|t| t.key).collect();
-            let wakes = core::wakes(event, &policy.spec, &keys, now);
+            let wakes = core::wakes(event, &policy.spec, now);
             if wakes.is_empty() {
                 continue;
             }

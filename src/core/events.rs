@@ -126,7 +126,7 @@ pub struct Wake {
 /// region (or global) and account (the policy's role's, or any when it has no role: the
 /// controller cannot know its own account without a call, and a spare probe costs one read),
 /// unless the policy ignores events.
-pub fn wakes(event: &Event, spec: &RecoveryPolicySpec, target_keys: &[String], now: Timestamp) -> Vec<Wake> {
+pub fn wakes(event: &Event, spec: &RecoveryPolicySpec, now: Timestamp) -> Vec<Wake> {
     let mode = spec.detection.events;
     if mode == EventsMode::Ignore || event.heard.is_empty() {
         return Vec::new();
@@ -137,10 +137,16 @@ pub fn wakes(event: &Event, spec: &RecoveryPolicySpec, target_keys: &[String], n
         return Vec::new();
     }
     let fresh = e.time.is_some_and(|t| super::time::since(now, t) <= FRESH && t <= now + FRESH);
-    event
-        .heard
-        .iter()
-        .filter(|h| h.global || e.region.is_empty() || e.region == spec.aws.region)
+    let in_place: Vec<&Heard> =
+        event.heard.iter().filter(|h| h.global || e.region.is_empty() || e.region == spec.aws.region).collect();
+    if in_place.is_empty() {
+        return Vec::new();
+    }
+    // Every event is matched against every policy: the targets are listed only for a policy
+    // that passed the cheap checks above.
+    let target_keys: HashSet<String> = super::targets::targets(spec).into_iter().map(|t| t.key).collect();
+    in_place
+        .into_iter()
         .filter(|h| target_keys.contains(&h.key))
         .map(|h| Wake { target: h.key.clone(), corroborates: mode == EventsMode::Corroborate && h.trouble && fresh })
         .collect()
@@ -200,12 +206,7 @@ pub fn arn_tail(arn: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::targets::targets;
     use crate::core::testing::{at, policy};
-
-    fn keys(spec: &RecoveryPolicySpec) -> Vec<String> {
-        targets(spec).into_iter().map(|t| t.key).collect()
-    }
 
     fn event(source: &str, detail_type: &str, resources: &[&str], detail: serde_json::Value) -> String {
         serde_json::json!({
@@ -410,7 +411,7 @@ mod tests {
         ];
         for (what, spec, region, account, age, woken, corroborates) in cases {
             let e = parse(&body(region, account, &t(age))).unwrap();
-            let got = wakes(&e, &spec, &keys(&spec), now);
+            let got = wakes(&e, &spec, now);
             assert_eq!(!got.is_empty(), woken, "{what}");
             if woken {
                 assert_eq!(got, vec![Wake { target: "ecs/prod/checkout".into(), corroborates }], "{what}");
@@ -418,7 +419,7 @@ mod tests {
         }
         // A service the policy does not watch wakes nothing.
         let other = body("us-east-1", "123456789012", &t(1)).replace("checkout", "billing");
-        assert!(wakes(&parse(&other).unwrap(), &policy(), &keys(&policy()), now).is_empty());
+        assert!(wakes(&parse(&other).unwrap(), &policy(), now).is_empty());
     }
 
     #[test]
