@@ -5,6 +5,7 @@
 pub mod alert;
 pub mod api;
 pub mod aws;
+pub mod cli;
 pub mod controller;
 pub mod core;
 pub mod metrics;

@@ -142,7 +142,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Command::Crds { dir: Some(dir) } => {
             std::fs::create_dir_all(&dir)?;
             for crd in crds() {
-                std::fs::write(dir.join(crd_file_name(&crd)), serde_yaml::to_string(&crd)?)?;
+                std::fs::write(dir.join(crd_file_name(&crd)), serde_norway::to_string(&crd)?)?;
             }
         }
         Command::Run(args) => {

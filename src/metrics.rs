@@ -11,6 +11,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::api::incident::ResourceKind;
+use crate::api::plan::{RequestAction, StepAction};
+
 /// Labels: controller and result.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
@@ -81,7 +84,7 @@ pub struct RequestLabels {
 /// Labels: alert channel and outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertLabels {
-    /// `slack` or `email`.
+    /// `slack`, `email` or `pagerduty`.
     pub channel: &'static str,
     /// `sent`, `failed`.
     pub outcome: &'static str,
@@ -263,7 +266,56 @@ impl Default for Metrics {
         );
         r.register("probes_woken", "Probes started because AWS events woke them", m.probes_woken.clone());
         r.register("targets_woken", "Targets asked about by probes that events woke", m.targets_woken.clone());
+        m.zero_series();
         m
+    }
+}
+
+/// Every incident type and severity, the label sets of `open_incidents`.
+fn incident_label_sets() -> Vec<IncidentLabels> {
+    use crate::api::Severity;
+    let mut types: Vec<&'static str> = ResourceKind::ALL.iter().map(|k| k.incident_type().as_str()).collect();
+    types.dedup();
+    let severities = [Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
+    types.iter().flat_map(|t| severities.iter().map(|s| IncidentLabels { r#type: t, severity: s.as_str() })).collect()
+}
+
+impl Metrics {
+    /// Creates, at zero, the series whose labels are a fixed set: a scrape then shows them
+    /// from the start, so a dashboard reads 0 rather than "no data" and a rule over them
+    /// (`increase(...) > 0`) has a baseline to compare with.
+    fn zero_series(&self) {
+        for controller in ["policy", "incident", "plan", "alert"] {
+            let _ = self.reconciles.get_or_create(&ReconcileLabels { controller, result: "ok" });
+        }
+        for outcome in ["completed", "failed", "not_needed", "cancelled"] {
+            let _ = self.plans.get_or_create(&OutcomeLabel { outcome });
+        }
+        for kind in ResourceKind::ALL {
+            let _ = self.plans_not_needed.get_or_create(&KindLabel { kind: kind.as_str().to_owned() });
+        }
+        for kind in ["RecoveryPolicy", "Incident", "RecoveryPlan"] {
+            let _ = self.undecodable.get_or_create(&KindLabel { kind: kind.to_owned() });
+        }
+        for kind in ["Incident", "RecoveryPlan"] {
+            let _ = self.pruned.get_or_create(&KindLabel { kind: kind.to_owned() });
+        }
+        for action in RequestAction::ALL {
+            for outcome in ["accepted", "refused"] {
+                let _ = self.requests.get_or_create(&RequestLabels { action: action.as_str(), outcome });
+            }
+        }
+        for channel in ["slack", "email", "pagerduty"] {
+            for outcome in ["sent", "failed"] {
+                let _ = self.alerts.get_or_create(&AlertLabels { channel, outcome });
+            }
+        }
+        for labels in incident_label_sets() {
+            let _ = self.open_incidents.get_or_create(&labels);
+        }
+        for action in StepAction::ALL {
+            let _ = self.step_seconds.get_or_create(&ActionLabel { action: format!("{action:?}") });
+        }
     }
 }
 
@@ -321,9 +373,10 @@ impl Metrics {
         for (labels, n) in all.values().flatten() {
             *total.entry(labels.clone()).or_default() += n;
         }
-        self.open_incidents.clear();
-        for (labels, n) in total {
-            self.open_incidents.get_or_create(&labels).set(n);
+        // Every type and severity is written, at 0 when none is open: a series that vanished
+        // would read as "no data", not as "nothing open".
+        for labels in incident_label_sets() {
+            self.open_incidents.get_or_create(&labels).set(total.get(&labels).copied().unwrap_or(0));
         }
     }
 }

@@ -294,3 +294,87 @@ async fn pagerduty_triggers_and_resolves_under_the_incidents_id() {
     );
     assert!(!ctl.log_text().contains(&routing_key), "the routing key leaked into the log");
 }
+
+/// Slack's Web API mode: the incident's first message opens a thread, the follow-ups reply in
+/// it (a restart in between keeps it: the ts is in the ledger), and only the resolution is
+/// also shown in the channel. A rate-limited first post is retried.
+#[tokio::test]
+async fn slack_web_api_keeps_an_incident_in_one_thread_across_a_restart() {
+    let client = support::client().await;
+    let ns = namespace(&client, "alert-thread").await;
+    let token = format!("xoxb-{}", uuid::Uuid::new_v4().simple());
+    let channel = unique("inc");
+    let rx = Receivers::from_env();
+    let ids = rx.slack_workspace(&token, &[&channel]).await;
+    let secret = Secret {
+        metadata: ObjectMeta { name: Some("slack-bot".into()), ..Default::default() },
+        data: Some(BTreeMap::from([("token".to_string(), ByteString(format!("{token}\n").into_bytes()))])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.unwrap();
+    let alerts = json!({"alerts": {"minSeverity": "medium", "slack": {
+        "botTokenSecretRef": {"name": "slack-bot", "key": "token"},
+        "channel": format!("#{channel}"),
+        "apiUrl": support::var("RECOVERY_SLACK_API_URL")}}});
+    let (cluster, faults) = degraded_web(&client, &ns, "alert-thread", alerts).await;
+    rx.fail_slack_api(429, "ratelimited", 1).await;
+    let ctl = ControllerProcess::start_args(&["--namespace", &ns, "--allow-insecure-endpoints"], &[]);
+
+    let first = eventually("the first message", WAIT, || async { rx.slack_api_messages(&channel).await.pop() }).await;
+    assert_eq!(first["channel"], ids[channel.as_str()], "posted to the channel named");
+    assert!(first["threadTs"].is_null(), "the first message opens the thread: {first}");
+    assert!(first["json"]["text"].as_str().unwrap().contains("Incident Detected"), "{first}");
+    let ts = first["ts"].as_str().unwrap().to_owned();
+    eventually("the ts in the ledger", WAIT, || async {
+        let inc = policy::incidents(&client, &ns).await.pop()?;
+        let ledger = inc.status?.alerts;
+        ledger.iter().find(|a| a.slack_message.as_ref().is_some_and(|m| m.ts == ts)).map(|_| ())
+    })
+    .await;
+    // A new process must find the thread in the ledger: nothing of it is in memory.
+    ctl.kill();
+    let ctl = ControllerProcess::start_args(&["--namespace", &ns, "--allow-insecure-endpoints"], &[]);
+    eventually("the restart", WAIT, || async {
+        Some(faults.calls_for("ecs", "UpdateService", "cluster", &cluster).await).filter(|r| !r.is_empty())
+    })
+    .await;
+    faults.ecs_service(json!({"cluster": cluster, "service": "web", "runningCount": 2, "completeRollout": true})).await;
+    let posted = eventually("completed and resolved in the thread", WAIT, || async {
+        let all = rx.slack_api_messages(&channel).await;
+        (all.len() >= 3).then_some(all)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // anything extra would arrive now
+    let posted_now = rx.slack_api_messages(&channel).await;
+    assert_eq!(posted_now.len(), 3, "detected, completed, resolved and nothing more: {posted_now:#?}");
+    let story: Vec<(bool, Option<&str>, bool)> = posted
+        .iter()
+        .map(|m| {
+            let text = m["json"]["text"].as_str().unwrap();
+            (text.contains("Resolved"), m["threadTs"].as_str(), m["replyBroadcast"] == true)
+        })
+        .collect();
+    assert_eq!(
+        story,
+        [(false, None, false), (false, Some(ts.as_str()), false), (true, Some(ts.as_str()), true)],
+        "follow-ups reply in the first message's thread; only the resolution is shown in the channel too"
+    );
+    let ledger = policy::incidents(&client, &ns).await.pop().unwrap().status.unwrap().alerts;
+    let entries: Vec<(String, u32, Option<String>)> = ledger
+        .iter()
+        .map(|a| {
+            (format!("{:?} {:?}", a.alert, a.state), a.attempts, a.slack_message.as_ref().map(|m| m.channel.clone()))
+        })
+        .collect();
+    let cid = ids[channel.as_str()].as_str().map(str::to_owned);
+    assert_eq!(
+        entries,
+        [
+            ("Detected Sent".to_owned(), 2, cid.clone()),
+            ("PlanCompleted Sent".to_owned(), 1, cid.clone()),
+            ("Resolved Sent".to_owned(), 1, cid.clone())
+        ],
+        "the 429 is an attempt, and each message is recorded"
+    );
+    assert!(!ctl.log_text().contains(&token), "the bot token leaked into the log");
+}

@@ -13,125 +13,17 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 
+use support::chart::{CHART, documents, helm, of_kind, one, render, root, run, script_answer, text, try_render};
 use support::{kubectl, namespace};
 
-const CHART: &str = "charts/aws-recovery-controller";
 const KINDS: [&str; 3] = ["RecoveryPolicy", "Incident", "RecoveryPlan"];
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-/// Runs a command with optional stdin, capturing its output.
-fn run(cmd: &mut Command, stdin: Option<&str>) -> std::io::Result<Output> {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-    let mut input = child.stdin.take().expect("piped stdin");
-    if let Some(s) = stdin {
-        input.write_all(s.as_bytes())?;
-    }
-    drop(input);
-    child.wait_with_output()
-}
-
-/// The last non-empty stdout line of a setup script (its answer), or a failure saying how to
-/// set the part up.
-fn script_answer(script: &str, what: &str, setup: &str) -> PathBuf {
-    let out = run(Command::new("bash").arg(root().join(script)).current_dir(root()), None)
-        .unwrap_or_else(|e| panic!("{what}: cannot run `bash {script}`: {e}. {setup}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let answer = stdout.lines().rev().find(|l| !l.trim().is_empty()).map(|l| PathBuf::from(l.trim()));
-    match answer {
-        Some(path) if out.status.success() && path.exists() => path,
-        _ => panic!("{what}: `bash {script}` failed ({}):\n{}\n{setup}", out.status, text(&out)),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// helm
-
-/// The helm binary: `RECOVERY_HELM`, else the one `testenv/tools.sh` builds and caches.
-fn helm_bin() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        const SETUP: &str = "The chart tests need helm: run `bash testenv/tools.sh path helm` (builds it once from \
-            the Go module proxy, ~4 min cold, then cached; see testenv/README.md) or set RECOVERY_HELM to a helm v3 \
-            binary.";
-        if let Ok(path) = std::env::var("RECOVERY_HELM") {
-            let path = PathBuf::from(path);
-            assert!(path.is_file(), "RECOVERY_HELM={} does not exist. {SETUP}", path.display());
-            return path;
-        }
-        let dir = root().join("testenv/tools.sh");
-        let out = run(Command::new("bash").arg(&dir).args(["path", "helm"]), None)
-            .unwrap_or_else(|e| panic!("cannot run testenv/tools.sh: {e}. {SETUP}"));
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        assert!(
-            out.status.success() && path.is_file(),
-            "`testenv/tools.sh path helm` failed:\n{}\n{SETUP}",
-            text(&out)
-        );
-        path
-    })
-}
-
-/// Runs helm with its config, cache and data in target/ (nothing in $HOME) and no cluster.
-fn helm(args: &[&str]) -> Output {
-    let home = root().join("target/chart-tests/helm-home");
-    let mut cmd = Command::new(helm_bin());
-    cmd.args(args)
-        .current_dir(root())
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .env_remove("KUBECONFIG");
-    run(&mut cmd, None).unwrap_or_else(|e| panic!("running {}: {e}", helm_bin().display()))
-}
-
-/// `helm template` of the chart; panics with helm's message on failure.
-fn render(release: &str, ns: &str, sets: &[&str]) -> String {
-    let out = try_render(release, ns, sets);
-    assert!(out.status.success(), "helm template {sets:?} failed:\n{}", text(&out));
-    String::from_utf8(out.stdout).expect("UTF-8")
-}
-
-fn try_render(release: &str, ns: &str, sets: &[&str]) -> Output {
-    let mut args = vec!["template", release, CHART, "--namespace", ns];
-    for s in sets {
-        args.extend(["--set", s]);
-    }
-    helm(&args)
-}
-
-/// The documents of a YAML stream (empty ones, e.g. comment-only, left out).
-fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}\n{yaml}")))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    docs.iter().filter(|d| d["kind"] == kind).collect()
-}
-
-fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    let found = of_kind(docs, kind);
-    assert_eq!(found.len(), 1, "expected one {kind}, got {}", found.len());
-    found[0]
-}
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array().map(|a| a.iter().map(|s| s.as_str().unwrap_or_default().to_owned()).collect()).unwrap_or_default()
@@ -688,6 +580,7 @@ fn venv_python() -> &'static Path {
     PY.get_or_init(|| {
         script_answer(
             "testenv/venv.sh",
+            &[],
             "the Lua 5.1 engine for the Argo CD health checks",
             "It comes from PyPI `lupa` (pinned in testenv/requirements.txt) in the venv that `bash testenv/venv.sh` \
              creates and caches; that needs Python >= 3.10 and PyPI on a cold cache.",
@@ -723,7 +616,7 @@ struct Fixture {
 
 fn read_yaml(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn fixtures() -> Vec<Fixture> {

@@ -11,7 +11,7 @@ fn committed_crds_match_the_code() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
     for crd in crds() {
         let file = dir.join(crd_file_name(&crd));
-        let want = serde_yaml::to_string(&crd).unwrap();
+        let want = serde_norway::to_string(&crd).unwrap();
         let have = std::fs::read_to_string(&file)
             .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask crds` to write it", file.display()));
         assert!(have == want, "{} differs from the code; run `cargo xtask crds` and commit the result", file.display());
@@ -72,7 +72,7 @@ fn printer_columns_short_names_and_categories() {
             .map(|c| c.name.as_str())
             .collect();
         assert_eq!(shown, columns, "{name}");
-        let yaml = serde_yaml::to_string(&crd).unwrap();
+        let yaml = serde_norway::to_string(&crd).unwrap();
         assert!(yaml.contains("x-kubernetes-validations"), "{name} carries CEL rules");
     }
 }

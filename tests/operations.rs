@@ -38,7 +38,7 @@ async fn metrics_health_and_readiness() {
     eventually("an incident", WAIT, || async { policy::incidents(&client, &ns).await.pop() }).await;
     let text = eventually("metrics of a whole cycle", WAIT, || async {
         let (_, text) = ctl.get("/metrics").await;
-        text.contains("recovery_open_incidents{").then_some(text)
+        text.contains(r#"recovery_open_incidents{type="service",severity="high"} 1"#).then_some(text)
     })
     .await;
     for want in [

@@ -1,5 +1,6 @@
 //! Alerts: what an incident alert says, rendered in English or Korean, and its delivery to a
-//! Slack incoming webhook, over SMTP, or to PagerDuty's Events API v2.
+//! Slack incoming webhook or Slack's Web API (one thread an incident), over SMTP, or to
+//! PagerDuty's Events API v2.
 //!
 //! Rendering ([`title`], [`slack_payload`], [`email_message`]) is pure: the caller (the incident
 //! reconciler) builds an [`Alert`] from the Incident and its plan, and gets back a value to send.
@@ -14,6 +15,7 @@ mod email;
 mod pagerduty;
 mod render;
 mod slack;
+mod slack_api;
 
 use std::time::Duration;
 
@@ -26,6 +28,7 @@ pub use email::{SmtpSettings, SmtpTls, email_message, message_id, plain_text, se
 pub use pagerduty::{EVENTS_URL, events_url, pagerduty_event, routing_key, send_pagerduty};
 pub use render::{incident_tag, title};
 pub use slack::{SlackWebhook, send_slack, slack_payload};
+pub use slack_api::{SLACK_API_URL, SlackApi, post_message, post_message_body};
 
 /// Everything one alert says. Built by the caller from the Incident, its status and its plan.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,6 +88,12 @@ pub enum AlertError {
         /// The address as configured.
         address: String,
     },
+    /// The Slack bot token is not a Slack token. The token itself is never shown.
+    #[error("slack bot token is invalid: it must be a Slack token (xoxb-…) without spaces")]
+    InvalidBotToken,
+    /// The Slack Web API URL is unusable.
+    #[error("slack apiUrl is invalid: {0}")]
+    InvalidApiUrl(&'static str),
     /// The PagerDuty routing key is not 32 letters and digits. The key itself is never shown.
     #[error("pagerduty routing key is invalid: it must be the 32-character integration key")]
     InvalidRoutingKey,
@@ -123,6 +132,19 @@ impl DeliveryError {
     }
 }
 
+/// A failure before any answer from `who` (`pagerduty`, `slack api`): retryable, and named
+/// without the URL (reqwest's own message quotes it).
+fn transport_failure(who: &str, e: &reqwest::Error) -> DeliveryError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "unreachable"
+    } else {
+        "request failed"
+    };
+    DeliveryError::retryable(format!("{who} {what}"))
+}
+
 /// The `Retry-After` a receiver sent with a refusal (seconds), if any.
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     response
@@ -131,6 +153,17 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs)
+}
+
+/// A receiver's URL (not a secret one): `https`, or `http` only when insecure endpoints are
+/// allowed (tests against loopback receivers). The error says what is wrong.
+fn endpoint(raw: &str, allow_insecure: bool) -> Result<reqwest::Url, &'static str> {
+    let url = reqwest::Url::parse(raw.trim()).map_err(|_| "not a URL")?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if allow_insecure => Ok(url),
+        _ => Err("must be https"),
+    }
 }
 
 /// How long one delivery attempt may take, per channel.

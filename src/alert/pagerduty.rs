@@ -44,12 +44,7 @@ pub fn routing_key(raw: &str) -> Result<String, AlertError> {
 
 /// The events URL; `http` only when insecure endpoints are allowed (tests).
 pub fn events_url(raw: &str, allow_insecure: bool) -> Result<Url, AlertError> {
-    let url = Url::parse(raw).map_err(|_| AlertError::InvalidEventsUrl("not a URL"))?;
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if allow_insecure => Ok(url),
-        _ => Err(AlertError::InvalidEventsUrl("must be https")),
-    }
+    super::endpoint(raw, allow_insecure).map_err(AlertError::InvalidEventsUrl)
 }
 
 /// The event for one alert (pure).
@@ -95,16 +90,13 @@ pub fn pagerduty_event(alert: &Alert, routing_key: &str) -> Option<Value> {
 /// One attempt. 202 is success; 429 and 5xx are retryable (with PagerDuty's `Retry-After`,
 /// if given); any other answer is permanent (400: PagerDuty refused the event as invalid).
 pub async fn send_pagerduty(http: &reqwest::Client, url: &Url, event: &Value) -> Result<(), DeliveryError> {
-    let response = http.post(url.clone()).json(event).timeout(DELIVERY_TIMEOUT).send().await.map_err(|e| {
-        let what = if e.is_timeout() {
-            "pagerduty timed out"
-        } else if e.is_connect() {
-            "pagerduty unreachable"
-        } else {
-            "pagerduty request failed"
-        };
-        DeliveryError::retryable(what)
-    })?;
+    let response = http
+        .post(url.clone())
+        .json(event)
+        .timeout(DELIVERY_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| super::transport_failure("pagerduty", &e))?;
     let status = response.status();
     if status.is_success() {
         return Ok(());

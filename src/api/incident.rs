@@ -329,6 +329,20 @@ pub struct AlertRecord {
     /// The last error, without secret values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Slack Web API: the message this alert was posted as. The incident's first one is the
+    /// thread every later Slack alert replies in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack_message: Option<SlackMessage>,
+}
+
+/// A message posted with Slack's `chat.postMessage`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SlackMessage {
+    /// The channel's id, as Slack answered (e.g. `C0123456789`).
+    pub channel: String,
+    /// The message's `ts`: its id within the channel, and a thread's id.
+    pub ts: String,
 }
 
 /// Alerts the controller sends.
@@ -350,7 +364,7 @@ pub enum AlertKind {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertChannel {
-    /// Slack incoming webhook.
+    /// Slack (incoming webhook or Web API).
     Slack,
     /// SMTP e-mail.
     Email,

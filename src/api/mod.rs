@@ -27,7 +27,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
 pub fn crds_yaml() -> String {
     crds()
         .iter()
-        .map(|crd| serde_yaml::to_string(crd).expect("a CRD always serializes"))
+        .map(|crd| serde_norway::to_string(crd).expect("a CRD always serializes"))
         .collect::<Vec<_>>()
         .join("---\n")
 }

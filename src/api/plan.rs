@@ -93,6 +93,19 @@ pub enum StepAction {
 }
 
 impl StepAction {
+    /// Every action (a new one is listed here as well as in the matches below, which the
+    /// compiler makes name it).
+    pub const ALL: [Self; 8] = [
+        Self::RestartService,
+        Self::VerifyService,
+        Self::FailoverDatabase,
+        Self::VerifyDatabase,
+        Self::UpdateDns,
+        Self::VerifyDns,
+        Self::FailoverCluster,
+        Self::VerifyCluster,
+    ];
+
     /// Whether the action changes AWS (and so falls under the at-most-once protocol).
     /// A `match` without a wildcard, so a new action must say which it is.
     pub fn is_mutating(self) -> bool {

@@ -484,7 +484,7 @@ pub struct AlertsSpec {
     /// Language of alert text.
     #[serde(default)]
     pub locale: Locale,
-    /// Slack incoming webhook.
+    /// Slack: an incoming webhook, or the Web API with threads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack: Option<SlackSpec>,
     /// E-mail over SMTP.
@@ -525,16 +525,46 @@ pub enum Locale {
     Ko,
 }
 
-/// A Slack incoming webhook.
+/// Slack: an incoming webhook, or the Web API with a bot token (messages of one incident in
+/// one thread).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.webhookSecretRef) != has(self.botTokenSecretRef)",
+        "message": "slack needs exactly one of webhookSecretRef (an incoming webhook) and botTokenSecretRef (the Web API, with threads)"
+    },
+    {
+        "rule": "!has(self.botTokenSecretRef) || has(self.channel)",
+        "message": "slack.botTokenSecretRef needs slack.channel: the Web API posts to a channel it is told (e.g. #incidents or C0123456789)"
+    },
+    {
+        "rule": "!has(self.apiUrl) || has(self.botTokenSecretRef)",
+        "message": "slack.apiUrl is for the Web API: set it only with botTokenSecretRef"
+    }
+]))]
 pub struct SlackSpec {
-    /// The Secret key holding the webhook URL. The URL is a credential: it is never logged.
-    pub webhook_secret_ref: SecretKeyRef,
-    /// Channel named in the message, e.g. `#incidents`. The webhook decides where it lands.
+    /// Incoming-webhook mode: the Secret key holding the webhook URL. The URL is a credential:
+    /// it is never logged. Each alert is a message of its own, tagged with the incident.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 80), pattern(r"^[#@][a-z0-9._-]+$"))]
+    pub webhook_secret_ref: Option<SecretKeyRef>,
+    /// Web API mode: the Secret key holding a bot token (`xoxb-…`, scope `chat:write`; invite
+    /// the app to the channel). The incident's first message is posted with
+    /// `chat.postMessage`, its `ts` kept in the incident's alert ledger, and every follow-up
+    /// replies in its thread (a failed plan and the resolution also show in the channel), across
+    /// controller restarts. The token is a credential: it is never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot_token_secret_ref: Option<SecretKeyRef>,
+    /// The channel: with a webhook, named in the message (the webhook decides where it lands);
+    /// with the Web API, where messages are posted: `#name` or a channel id (`C0123456789`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 80), pattern(r"^([#@][a-z0-9._-]+|[CG][A-Z0-9]{8,20})$"))]
     pub channel: Option<String>,
+    /// Web API mode: the API's base URL. Default `https://slack.com/api/` (Enterprise Grid and
+    /// GovSlack use their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 2048), pattern(r"^https?://[^\s]+$"))]
+    pub api_url: Option<String>,
 }
 
 /// E-mail delivery.

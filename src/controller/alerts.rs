@@ -16,13 +16,13 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use tracing::{info, instrument, warn};
 
-use crate::alert::{self, Alert, SlackWebhook, SmtpSettings};
+use crate::alert::{self, Alert, SlackApi, SlackWebhook, SmtpSettings};
 use crate::api::RecoveryPolicy;
 use crate::api::common::{SecretKeyRef, set_condition};
-use crate::api::incident::{AlertChannel, AlertKind, Incident};
+use crate::api::incident::{AlertChannel, AlertKind, Incident, SlackMessage};
 use crate::api::plan::RecoveryPlan;
 use crate::api::policy::AlertsSpec;
-use crate::core::alerts::{Facts, channels, claim, delivery_failure, due, record};
+use crate::core::alerts::{Facts, channels, claim, delivery_failure, due, record, slack_thread, threaded};
 use crate::core::targets::plan_name;
 use crate::metrics::AlertLabels;
 
@@ -54,6 +54,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         min_severity: spec.min_severity,
         plan: plan_facts,
         channels: &channels,
+        threaded: threaded(&spec),
         now: now(),
     };
     let (todo, next) = due(&facts);
@@ -65,12 +66,13 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         let paused = crate::core::pause::for_target(&policy.spec.remediation, &inc.spec.target, now());
         let mut alert = build(&inc, plan.as_ref(), &spec, kind);
         alert.paused = paused.map(crate::core::pause::describe);
-        let outcome = deliver(&ctx, &ns, &spec, &alert, channel).await;
+        let thread = inc.status.as_ref().and_then(slack_thread).cloned();
+        let outcome = deliver(&ctx, &ns, &spec, &alert, channel, thread.as_ref()).await;
         let label =
             AlertLabels { channel: channel_name(channel), outcome: if outcome.is_ok() { "sent" } else { "failed" } };
         ctx.metrics.alerts.get_or_create(&label).inc();
         match &outcome {
-            Ok(()) => info!(?kind, ?channel, "alert sent"),
+            Ok(message) => info!(?kind, ?channel, slack_ts = message.as_ref().map(|m| m.ts.as_str()), "alert sent"),
             Err((e, retryable)) => warn!(?kind, ?channel, retryable, error = %e, "alert not delivered"),
         }
         let generation = inc.metadata.generation;
@@ -137,23 +139,42 @@ fn build(inc: &Incident, plan: Option<&RecoveryPlan>, spec: &AlertsSpec, kind: A
     }
 }
 
-/// One attempt on one channel: Ok, or (error without secrets, retryable).
+/// One attempt on one channel: Ok (with the Slack message posted, in Web API mode, which
+/// replies in `thread` when there is one), or (error without secrets, retryable).
 async fn deliver(
     ctx: &Context,
     ns: &str,
     spec: &AlertsSpec,
     alert: &Alert,
     channel: AlertChannel,
-) -> Result<(), (String, bool)> {
+    thread: Option<&SlackMessage>,
+) -> Result<Option<SlackMessage>, (String, bool)> {
     match channel {
         AlertChannel::Slack => {
             let slack = spec.slack.as_ref().ok_or(("slack is not configured".to_owned(), false))?;
-            let url = secret_key(ctx, ns, &slack.webhook_secret_ref).await?;
+            if let Some(at) = &slack.bot_token_secret_ref {
+                let token = secret_key(ctx, ns, at).await?;
+                let api = SlackApi::parse(
+                    &String::from_utf8_lossy(&token),
+                    slack.api_url.as_deref(),
+                    ctx.allow_insecure_endpoints,
+                )
+                .map_err(|e| (e.to_string(), false))?;
+                // The schema requires a channel with a bot token.
+                let channel = slack.channel.as_deref().unwrap_or_default();
+                let body = alert::post_message_body(alert, channel, thread);
+                let message =
+                    alert::post_message(&ctx.http, &api, &body).await.map_err(|e| (e.message, e.retryable))?;
+                return Ok(Some(message));
+            }
+            let at = slack.webhook_secret_ref.as_ref().ok_or(("slack names no webhook".to_owned(), false))?;
+            let url = secret_key(ctx, ns, at).await?;
             let hook = SlackWebhook::parse(&String::from_utf8_lossy(&url), ctx.allow_insecure_endpoints)
                 .map_err(|e| (e.to_string(), false))?;
             alert::send_slack(&ctx.http, &hook, &alert::slack_payload(alert))
                 .await
                 .map_err(|e| (e.message, e.retryable))
+                .map(|()| None)
         }
         AlertChannel::Email => {
             let email = spec.email.as_ref().ok_or(("email is not configured".to_owned(), false))?;
@@ -161,7 +182,7 @@ async fn deliver(
             let settings = SmtpSettings::from_secret(&data)
                 .map_err(|e| (format!("secret {}: {e}", email.smtp_secret_ref.name), true))?;
             let message = alert::email_message(alert, &email.from, &email.to).map_err(|e| (e.to_string(), false))?;
-            alert::send_email(&settings, message).await.map_err(|e| (e.message, e.retryable))
+            alert::send_email(&settings, message).await.map_err(|e| (e.message, e.retryable)).map(|()| None)
         }
         AlertChannel::PagerDuty => {
             let pd = spec.pagerduty.as_ref().ok_or(("pagerduty is not configured".to_owned(), false))?;
@@ -171,8 +192,8 @@ async fn deliver(
                 alert::events_url(pd.events_url.as_deref().unwrap_or(alert::EVENTS_URL), ctx.allow_insecure_endpoints)
                     .map_err(|e| (e.to_string(), false))?;
             // The ledger asks only for the kinds PagerDuty carries (`core::alerts::carries`).
-            let Some(event) = alert::pagerduty_event(alert, &key) else { return Ok(()) };
-            alert::send_pagerduty(&ctx.http, &url, &event).await.map_err(|e| (e.message, e.retryable))
+            let Some(event) = alert::pagerduty_event(alert, &key) else { return Ok(None) };
+            alert::send_pagerduty(&ctx.http, &url, &event).await.map_err(|e| (e.message, e.retryable)).map(|()| None)
         }
     }
 }
@@ -199,7 +220,14 @@ pub async fn check_secrets(ctx: &Context, policy: &RecoveryPolicy) -> Result<(),
     let Some(spec) = &policy.spec.alerts else { return Ok(()) };
     let ns = policy.namespace().unwrap_or_default();
     if let Some(slack) = &spec.slack {
-        secret_key(ctx, &ns, &slack.webhook_secret_ref).await.map_err(|e| e.0)?;
+        if let Some(at) = &slack.webhook_secret_ref {
+            secret_key(ctx, &ns, at).await.map_err(|e| e.0)?;
+        }
+        if let Some(at) = &slack.bot_token_secret_ref {
+            let raw = secret_key(ctx, &ns, at).await.map_err(|e| e.0)?;
+            SlackApi::parse(&String::from_utf8_lossy(&raw), slack.api_url.as_deref(), ctx.allow_insecure_endpoints)
+                .map_err(|e| format!("secret {} key {}: {e}", at.name, at.key))?;
+        }
     }
     if let Some(email) = &spec.email {
         let data = secret(ctx, &ns, &email.smtp_secret_ref.name).await.map_err(|e| e.0)?;

@@ -24,8 +24,7 @@ use crate::api::labels::{POLICY_LABEL, TARGET_LABEL};
 use crate::api::plan::{APPROVED_BY_ANNOTATION, PlanPhase, RecoveryPlan, RecoveryPlanStatus, StepAction};
 use crate::api::policy::RemediationMode;
 use crate::aws::act::{self, ActContext};
-use crate::core::pause;
-use crate::core::rails::{RailInputs, may_act};
+use crate::core::rails::{self, may_act};
 use crate::core::steps::{
     ActionOutcome, CALL_SETTLE_MARGIN, Gate, Inputs, Next, Settings, Transition, decide, in_action, in_action_attempt,
     record_action, record_verify,
@@ -302,26 +301,11 @@ fn gate(
             incident.name_any()
         ));
     }
-    let target = plan.labels().get(TARGET_LABEL).cloned();
-    let others = siblings.iter().filter(|p| p.name_any() != plan.name_any());
-    let executing =
-        others.clone().filter(|p| p.status.as_ref().and_then(|s| s.phase) == Some(PlanPhase::Executing)).count();
-    // The cooldown lets an action settle; a plan that ended without acting left nothing to
-    // settle, so it does not start one.
-    let last_end = others
-        .filter(|p| target.is_some() && p.labels().get(TARGET_LABEL) == target.as_ref())
-        .filter_map(|p| p.status.as_ref())
-        .filter(|s| s.phase != Some(PlanPhase::NotNeeded))
-        .filter_map(|s| s.completed_at.as_ref().map(|t| t.0))
-        .max();
     let counts = policy.status.as_ref().and_then(|s| s.targets.clone()).unwrap_or_default();
     let now = now();
-    let mut inputs = RailInputs::for_policy(&policy.spec.remediation, &counts, now);
-    // A pause of this plan's target (or of the whole policy, which `for_policy` took).
     let key = plan.spec.steps.first().map(|s| s.target.as_str()).unwrap_or_default();
-    inputs.paused = pause::for_target(&policy.spec.remediation, key, now).map(|p| (p.until.0, pause::describe(p)));
-    inputs.executing_plans = executing as u32;
-    inputs.last_plan_ended_at = last_end;
+    let label = plan.labels().get(TARGET_LABEL).map(String::as_str);
+    let mut inputs = rails::for_plan(&policy.spec.remediation, &counts, &plan.name_any(), key, label, siblings, now);
     inputs.aws_circuit_open = aws_circuit_open;
     // The counts include this incident once the policy's status records it as open (or was
     // written by a probe after its detection).

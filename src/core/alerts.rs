@@ -3,7 +3,12 @@
 //! Delivery is "claim, send, record": an entry is persisted as `Sending` before the send
 //! and as `Sent` after it. A crash between the send and the record leaves `Sending`, and
 //! the alert is sent again: at most one duplicate in the worst case, none otherwise. (Exactly
-//! once would need the channel to deduplicate; e-mail's stable Message-ID lets clients do so.)
+//! once would need the channel to deduplicate; e-mail's stable Message-ID lets clients do so,
+//! PagerDuty's dedup key does it at the receiver.)
+//!
+//! In Slack's Web API mode the ledger also keeps each message's `ts`: the incident's first
+//! Slack message is the thread its follow-ups reply in, and it survives restarts with the
+//! rest of the status.
 
 use std::time::Duration;
 
@@ -11,7 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::Severity;
-use crate::api::incident::{AlertChannel, AlertKind, AlertRecord, AlertState, IncidentPhase, IncidentStatus};
+use crate::api::incident::{
+    AlertChannel, AlertKind, AlertRecord, AlertState, IncidentPhase, IncidentStatus, SlackMessage,
+};
 use crate::api::plan::PlanPhase;
 
 use super::time::{add, since};
@@ -32,6 +39,10 @@ pub struct Facts<'a> {
     pub plan: Option<(PlanPhase, bool)>,
     /// Channels configured on the policy.
     pub channels: &'a [AlertChannel],
+    /// Slack posts through the Web API, in threads: a Slack follow-up waits until the
+    /// incident's earlier Slack alerts have ended, so that it has a thread to reply in and
+    /// the thread reads in order.
+    pub threaded: bool,
     /// Now.
     pub now: Timestamp,
 }
@@ -60,9 +71,20 @@ pub fn wanted(f: &Facts) -> Vec<AlertKind> {
 pub fn due(f: &Facts) -> (Vec<(AlertKind, AlertChannel)>, Option<Duration>) {
     let mut now_due = vec![];
     let mut next: Option<Duration> = None;
+    let mut slack_pending = false;
     for kind in wanted(f) {
         for &channel in f.channels.iter().filter(|c| carries(**c, kind)) {
-            match entry(f.status, kind, channel) {
+            let waits = f.threaded && channel == AlertChannel::Slack && slack_pending;
+            let e = entry(f.status, kind, channel);
+            if channel == AlertChannel::Slack && e.is_none_or(|e| e.state == AlertState::Sending) {
+                slack_pending = true;
+            }
+            if waits {
+                // Looked at again when the earlier one is recorded (that write changes the
+                // incident, which reconciles it).
+                continue;
+            }
+            match e {
                 None => now_due.push((kind, channel)),
                 Some(e) if e.state == AlertState::Sending => {
                     let at = e.last_attempt_at.as_ref().map_or(f.now, |t| add(t.0, backoff(e.attempts)));
@@ -125,6 +147,11 @@ pub fn channels(spec: &crate::api::policy::AlertsSpec) -> Vec<AlertChannel> {
     .collect()
 }
 
+/// Whether the policy's Slack posts through the Web API, in threads.
+pub fn threaded(spec: &crate::api::policy::AlertsSpec) -> bool {
+    spec.slack.as_ref().is_some_and(|s| s.bot_token_secret_ref.is_some())
+}
+
 /// Backoff after `attempts` failed attempts.
 pub fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(5)
@@ -148,6 +175,7 @@ fn entry_mut(status: &mut IncidentStatus, kind: AlertKind, channel: AlertChannel
         last_attempt_at: None,
         sent_at: None,
         error: None,
+        slack_message: None,
     });
     status.alerts.last_mut().expect("just pushed")
 }
@@ -161,25 +189,47 @@ pub fn claim(status: &mut IncidentStatus, kind: AlertKind, channel: AlertChannel
     e.error = None;
 }
 
-/// Records the outcome of an attempt.
+/// Records the outcome of an attempt: delivered (with the Slack message it became, in Web API
+/// mode), or an error and whether a later attempt may succeed.
 pub fn record(
     status: &mut IncidentStatus,
     kind: AlertKind,
     channel: AlertChannel,
-    outcome: Result<(), (String, bool)>,
+    outcome: Result<Option<SlackMessage>, (String, bool)>,
     now: Timestamp,
 ) {
     let e = entry_mut(status, kind, channel);
     match outcome {
-        Ok(()) => {
+        Ok(message) => {
             e.state = AlertState::Sent;
             e.sent_at = Some(Time(now));
             e.error = None;
+            e.slack_message = message;
         }
         Err((error, retryable)) => {
             e.state = if retryable && e.attempts < MAX_ATTEMPTS { AlertState::Sending } else { AlertState::Failed };
             e.error = Some(error);
         }
+    }
+}
+
+/// The Slack thread of an incident: its first Slack message posted through the Web API (the
+/// ledger keeps alerts in the order they were first claimed). None until one was posted; an
+/// alert sent before then opens the thread itself.
+pub fn slack_thread(status: &IncidentStatus) -> Option<&SlackMessage> {
+    status
+        .alerts
+        .iter()
+        .filter(|a| a.channel == AlertChannel::Slack && a.state == AlertState::Sent)
+        .find_map(|a| a.slack_message.as_ref())
+}
+
+/// Whether a Slack follow-up in a thread is also shown in the channel: a failed plan (people
+/// take over) and the resolution are news to everyone, the rest is detail for the thread.
+pub fn broadcast_in_channel(kind: AlertKind) -> bool {
+    match kind {
+        AlertKind::PlanFailed | AlertKind::Resolved => true,
+        AlertKind::Detected | AlertKind::AwaitingApproval | AlertKind::PlanCompleted => false,
     }
 }
 
@@ -202,7 +252,15 @@ mod tests {
     const BOTH: &[AlertChannel] = &[AlertChannel::Slack, AlertChannel::Email];
 
     fn facts<'a>(status: &'a IncidentStatus, plan: Option<(PlanPhase, bool)>, now: Timestamp) -> Facts<'a> {
-        Facts { status, severity: Severity::High, min_severity: Severity::Medium, plan, channels: BOTH, now }
+        Facts {
+            status,
+            severity: Severity::High,
+            min_severity: Severity::Medium,
+            plan,
+            channels: BOTH,
+            threaded: false,
+            now,
+        }
     }
 
     fn open(phase: IncidentPhase) -> IncidentStatus {
@@ -242,7 +300,7 @@ mod tests {
         let (d, _) = due(&facts(&s, None, at(0)));
         assert_eq!(d, vec![(AlertKind::Detected, AlertChannel::Slack), (AlertKind::Detected, AlertChannel::Email)]);
         claim(&mut s, AlertKind::Detected, AlertChannel::Slack, at(0));
-        record(&mut s, AlertKind::Detected, AlertChannel::Slack, Ok(()), at(1));
+        record(&mut s, AlertKind::Detected, AlertChannel::Slack, Ok(None), at(1));
         let (d, _) = due(&facts(&s, None, at(2)));
         assert_eq!(d, vec![(AlertKind::Detected, AlertChannel::Email)], "sent ones are never due again");
         assert!(!settled(&facts(&s, None, at(2))), "e-mail not sent yet");
@@ -285,5 +343,71 @@ mod tests {
         claim(&mut s, AlertKind::Resolved, AlertChannel::Email, at(0));
         record(&mut s, AlertKind::Resolved, AlertChannel::Email, Err(("550 no such user".into(), false)), at(0));
         assert_eq!(s.alerts[1].state, AlertState::Failed, "a permanent error is not retried");
+    }
+
+    fn message(ts: &str) -> SlackMessage {
+        SlackMessage { channel: "C0INCIDENTS".into(), ts: ts.into() }
+    }
+
+    #[test]
+    fn threaded_slack_follow_ups_wait_for_the_thread_and_reply_in_it() {
+        use AlertKind::*;
+        let mut s = open(IncidentPhase::Resolved);
+        fn f(s: &IncidentStatus, threaded: bool, now: Timestamp) -> Facts<'_> {
+            let plan = Some((PlanPhase::Completed, false));
+            Facts { channels: &[AlertChannel::Slack, AlertChannel::Email], threaded, ..facts(s, plan, now) }
+        }
+        // Webhook mode: every alert is due at once, on both channels.
+        assert_eq!(due(&f(&s, false, at(0))).0.len(), 6);
+        // Thread mode: Slack's follow-ups wait for the first; e-mail does not.
+        let want = vec![
+            (Detected, AlertChannel::Slack),
+            (Detected, AlertChannel::Email),
+            (PlanCompleted, AlertChannel::Email),
+            (Resolved, AlertChannel::Email),
+        ];
+        assert_eq!(due(&f(&s, true, at(0))).0, want);
+        assert_eq!(slack_thread(&s), None);
+
+        claim(&mut s, Detected, AlertChannel::Slack, at(0));
+        record(&mut s, Detected, AlertChannel::Slack, Err(("ratelimited".into(), true)), at(0));
+        assert!(
+            !due(&f(&s, true, at(60))).0.iter().any(|(k, c)| *k != Detected && *c == AlertChannel::Slack),
+            "a retrying first message still holds the thread's follow-ups"
+        );
+        claim(&mut s, Detected, AlertChannel::Slack, at(60));
+        record(&mut s, Detected, AlertChannel::Slack, Ok(Some(message("1.000100"))), at(61));
+        assert_eq!(slack_thread(&s), Some(&message("1.000100")));
+        let slack_due: Vec<AlertKind> = due(&f(&s, true, at(62)))
+            .0
+            .into_iter()
+            .filter_map(|(k, c)| (c == AlertChannel::Slack).then_some(k))
+            .collect();
+        assert_eq!(slack_due, vec![PlanCompleted], "one follow-up at a time, in story order");
+        claim(&mut s, PlanCompleted, AlertChannel::Slack, at(62));
+        record(&mut s, PlanCompleted, AlertChannel::Slack, Ok(Some(message("2.000200"))), at(62));
+        assert_eq!(slack_thread(&s), Some(&message("1.000100")), "the thread stays the first message");
+
+        // A first message given up for good: the next one opens the thread.
+        let mut s = open(IncidentPhase::Resolved);
+        claim(&mut s, Detected, AlertChannel::Slack, at(0));
+        record(&mut s, Detected, AlertChannel::Slack, Err(("channel_not_found".into(), false)), at(0));
+        let slack_due: Vec<AlertKind> = due(&f(&s, true, at(1)))
+            .0
+            .into_iter()
+            .filter_map(|(k, c)| (c == AlertChannel::Slack).then_some(k))
+            .collect();
+        assert_eq!(slack_due, vec![PlanCompleted]);
+        assert_eq!(slack_thread(&s), None);
+    }
+
+    #[test]
+    fn only_a_failed_plan_and_the_resolution_show_in_the_channel() {
+        use AlertKind::*;
+        let shown: Vec<AlertKind> = [Detected, AwaitingApproval, PlanCompleted, PlanFailed, Resolved]
+            .into_iter()
+            .filter(|k| broadcast_in_channel(*k))
+            .collect();
+        assert_eq!(shown, vec![PlanFailed, Resolved]);
     }
 }

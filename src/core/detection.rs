@@ -633,7 +633,7 @@ mod tests {
         let Decision::Open { name, .. } = opened else { panic!("opens") };
         // The write of the new state was lost; the incident exists.
         let spec: RecoveryPolicySpec =
-            serde_yaml::from_str("aws: {region: us-east-1}\ntargets: {rdsInstances: [{identifier: db}]}").unwrap();
+            serde_norway::from_str("aws: {region: us-east-1}\ntargets: {rdsInstances: [{identifier: db}]}").unwrap();
         let mut states = vec![];
         adopt_orphans("pol", &spec, &mut states, &[name.clone()].into_iter().collect());
         assert_eq!((states[0].open_incident.as_deref(), states[0].opened), (Some(name.as_str()), 1));

@@ -468,13 +468,13 @@ mod tests {
         assert_eq!(sent, heard);
         // CloudFormation's short tags (`!Ref`) are YAML tags: read the template as YAML, and
         // only the patterns (which have none) as JSON.
-        let template: serde_yaml::Value =
-            serde_yaml::from_str(include_str!("../../examples/events/cloudformation.yaml")).expect("YAML");
+        let template: serde_norway::Value =
+            serde_norway::from_str(include_str!("../../examples/events/cloudformation.yaml")).expect("YAML");
         let resources = template["Resources"].as_mapping().expect("resources");
         let mut rules: Vec<serde_json::Value> = resources
             .values()
             .filter(|r| r["Type"].as_str() == Some("AWS::Events::Rule"))
-            .map(|r| serde_yaml::from_value(r["Properties"]["EventPattern"].clone()).expect("a pattern"))
+            .map(|r| serde_norway::from_value(r["Properties"]["EventPattern"].clone()).expect("a pattern"))
             .collect();
         assert_eq!(rules.len(), patterns.len());
         for p in &patterns {

@@ -13,6 +13,7 @@ pub mod planning;
 pub mod rails;
 pub mod requests;
 pub mod retention;
+pub mod simulate;
 pub mod steps;
 pub mod targets;
 pub mod time;

@@ -6,6 +6,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::common::parse_duration;
 use crate::api::conditions::reason;
+use crate::api::labels::TARGET_LABEL;
+use crate::api::plan::{PlanPhase, RecoveryPlan};
 use crate::api::policy::{RemediationMode, RemediationSpec, TargetCounts};
 
 use super::time::add;
@@ -108,6 +110,40 @@ impl RailInputs {
             now,
         }
     }
+}
+
+/// The rails' inputs for one plan: the policy-wide ones, a pause of its target, the policy's
+/// other plans executing, and when the target's last plan that acted ended (a plan that ended
+/// without acting left nothing to settle, so it starts no cooldown). `target_label` is the
+/// plan's [`TARGET_LABEL`](crate::api::labels::TARGET_LABEL); siblings may include the plan.
+pub fn for_plan(
+    r: &RemediationSpec,
+    counts: &TargetCounts,
+    plan_name: &str,
+    target_key: &str,
+    target_label: Option<&str>,
+    siblings: &[RecoveryPlan],
+    now: Timestamp,
+) -> RailInputs {
+    let others = siblings.iter().filter(|p| p.metadata.name.as_deref() != Some(plan_name));
+    let phase = |p: &RecoveryPlan| p.status.as_ref().and_then(|s| s.phase);
+    let executing = others.clone().filter(|p| phase(p) == Some(PlanPhase::Executing)).count();
+    let same_target = |p: &&RecoveryPlan| {
+        target_label.is_some()
+            && p.metadata.labels.as_ref().and_then(|l| l.get(TARGET_LABEL)).map(String::as_str) == target_label
+    };
+    let last_end = others
+        .filter(same_target)
+        .filter_map(|p| p.status.as_ref())
+        .filter(|s| s.phase != Some(PlanPhase::NotNeeded))
+        .filter_map(|s| s.completed_at.as_ref().map(|t| t.0))
+        .max();
+    let mut inputs = RailInputs::for_policy(r, counts, now);
+    // A pause of this target (a whole-policy one `for_policy` took already).
+    inputs.paused = super::pause::for_target(r, target_key, now).map(|p| (p.until.0, super::pause::describe(p)));
+    inputs.executing_plans = executing as u32;
+    inputs.last_plan_ended_at = last_end;
+    inputs
 }
 
 /// Whether a plan may start a mutating step now. Rails are checked in order of how much they

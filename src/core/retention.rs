@@ -16,7 +16,7 @@ use crate::api::incident::{Incident, IncidentPhase};
 use crate::api::plan::{PlanPhase, RecoveryPlan};
 use crate::api::policy::{AlertsSpec, HistoryEntry, IncidentOutcome, RetentionSpec};
 
-use super::alerts::{Facts, channels, settled};
+use super::alerts::{Facts, channels, settled, threaded};
 use super::time::{add, since};
 
 /// Deletions one pass makes at most; a backlog (a lowered limit, a long outage) drains over
@@ -87,6 +87,7 @@ pub fn finished(
             min_severity: spec.min_severity,
             plan: plan_phase.map(|phase| (phase, dry_run)),
             channels: &channels(spec),
+            threaded: threaded(spec),
             now,
         })
     });

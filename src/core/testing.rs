@@ -6,7 +6,7 @@ use crate::api::policy::RecoveryPolicySpec;
 
 /// A policy with two ECS services, one RDS instance and one Route 53 check with failover.
 pub fn policy() -> RecoveryPolicySpec {
-    serde_yaml::from_str(
+    serde_norway::from_str(
         r#"
 aws: { region: us-east-1 }
 targets:

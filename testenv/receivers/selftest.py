@@ -146,14 +146,18 @@ def slack(info):
     assert ctl(info, "GET", "")["slack"] == 3
 
 
-def post_pagerduty(info, doc):
-    req = urllib.request.Request(info["pagerduty"], method="POST", data=json.dumps(doc).encode(),
-                                 headers={"Content-Type": "application/json"})
+def post_json(url, doc, headers=None):
+    req = urllib.request.Request(url, method="POST", data=json.dumps(doc).encode(),
+                                 headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req) as resp:
             return resp.status, json.loads(resp.read()), dict(resp.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null"), dict(exc.headers)
+
+
+def post_pagerduty(info, doc):
+    return post_json(info["pagerduty"], doc)
 
 
 def pagerduty(info):
@@ -188,6 +192,44 @@ def pagerduty(info):
     assert len(ctl(info, "GET", "/pagerduty?all=true")) == 9
 
 
+def post_slack_api(info, token, doc):
+    return post_json(info["slackApi"] + "chat.postMessage", doc, {"Authorization": f"Bearer {token}"} if token else {})
+
+
+def slack_api(info):
+    token, other = "xoxb-1-selftest", "xoxb-2-outsider"
+    ids = ctl(info, "POST", "/slack-api/workspace", {"token": token, "channels": ["incidents", "#ops"]})["channels"]
+    ctl(info, "POST", "/slack-api/workspace", {"token": other, "channels": []})
+    cid = ids["incidents"]
+    assert cid.startswith("C") and ids["#ops"] != cid, ids
+    status, first, _ = post_slack_api(info, token, {"channel": "#incidents", "text": "down"})
+    assert status == 200 and first["ok"] and first["channel"] == cid and first["ts"], first
+    _, reply, _ = post_slack_api(info, token, {"channel": cid, "text": "fixed", "thread_ts": first["ts"],
+                                               "reply_broadcast": True})
+    assert reply["ok"] and reply["message"]["thread_ts"] == first["ts"], reply
+    for tok, doc, error in [
+        (None, {"channel": cid, "text": "x"}, "not_authed"),
+        ("xoxb-unknown", {"channel": cid, "text": "x"}, "invalid_auth"),
+        (token, {"channel": "#nowhere", "text": "x"}, "channel_not_found"),
+        (other, {"channel": cid, "text": "x"}, "not_in_channel"),
+        (token, {"channel": cid}, "no_text"),
+        (token, {"channel": cid, "text": "x", "thread_ts": "1.000001"}, "thread_not_found"),
+        (token, {"channel": cid, "text": "x", "thread_ts": reply["ts"]}, "thread_not_found"),  # a reply is no thread
+    ]:
+        status, body, _ = post_slack_api(info, tok, doc)
+        assert (status, body) == (200, {"ok": False, "error": error}), (error, status, body)
+    ctl(info, "POST", "/slack-api/fail", {"status": 429, "count": 1, "retryAfter": 2})
+    status, body, headers = post_slack_api(info, token, {"channel": cid, "text": "x"})
+    assert (status, body["error"], headers.get("Retry-After")) == (429, "ratelimited", "2"), (status, body)
+    ctl(info, "POST", "/slack-api/fail", {"status": 200, "error": "internal_error", "count": 1})
+    assert post_slack_api(info, token, {"channel": cid, "text": "x"})[1] == {"ok": False, "error": "internal_error"}
+    posted = ctl(info, "GET", "/slack-api/messages?channel=incidents")
+    assert [(m["json"]["text"], m["threadTs"], m["replyBroadcast"]) for m in posted] == [
+        ("down", None, False), ("fixed", first["ts"], True)], posted
+    assert len(ctl(info, "GET", f"/slack-api/messages?thread_ts={first['ts']}")) == 1
+    assert len(ctl(info, "GET", "/slack-api/messages?all=true")) == 11
+
+
 def auth_required_and_starttls():
     proc, info, log = start(["--smtp-user", "alerts", "--smtp-password", "s3cret", "--starttls"])
     try:
@@ -220,7 +262,7 @@ def main() -> int:
     passed = failed = 0
     proc, info, log = start([])
     print(f"ready: {json.dumps(info)}")
-    for fn in (smtp_plain, smtp_fail_and_wait, slack, pagerduty):
+    for fn in (smtp_plain, smtp_fail_and_wait, slack, pagerduty, slack_api):
         try:
             fn(info)
             passed += 1

@@ -62,6 +62,26 @@ GET    /_control/pagerduty/alerts[?routing_key=]
                                             "summary", "severity"}, ...]
 POST   /_control/pagerduty/fail {"status": 429|500, "count": N|null, "retryAfter": S}
 DELETE /_control/pagerduty/fail
+
+Slack Web API: POST /slack-api/chat.postMessage (the ready file's "slackApi" is the base URL),
+JSON body, "Authorization: Bearer <token>".  Like Slack it answers HTTP 200 with
+{"ok": true, "channel": "C...", "ts": "<seconds>.<micros>", "message": {...}} or
+{"ok": false, "error": CODE}: not_authed (no token), invalid_auth (a token no workspace
+registered), channel_not_found (a channel name or id that does not exist), not_in_channel (the
+token's app was not invited), no_text (neither text nor blocks).  A thread_ts must be the ts
+of a top-level message in that channel, else thread_not_found (stricter than Slack, so a reply
+to the wrong message fails loudly).  The channel is a name (with or without "#") or an id.
+POST   /_control/slack-api/workspace {"token": "xoxb-...", "channels": ["incidents", ...]}
+                        registers the token, creates the channels that do not exist and
+                        invites the token's app to them: {"channels": {"incidents": "C..."}}
+GET    /_control/slack-api/messages[?channel=NAME|ID&thread_ts=TS&all=true]
+                        posted messages (refused ones too with all=true), each {"seq", "time",
+                        "channel", "channelName", "ts", "threadTs", "replyBroadcast", "json",
+                        "ok", "error", "status"}
+POST   /_control/slack-api/fail {"status": 429|500|200, "error": "ratelimited", "count": N|null,
+                                 "retryAfter": S}
+                        the next N calls get that HTTP status (200: {"ok": false, "error"})
+DELETE /_control/slack-api/fail
 """
 
 from __future__ import annotations
@@ -111,6 +131,12 @@ class Store:
             self.pagerduty: list[dict] = []
             self.pd_alerts: dict[tuple, dict] = {}
             self.pagerduty_fail: dict | None = None
+            # Slack Web API: registered tokens (each with the channel ids its app is in),
+            # channels by id, messages posted.
+            self.slack_tokens: dict[str, set] = {}
+            self.slack_channels: dict[str, str] = {}
+            self.slack_api: list[dict] = []
+            self.slack_api_fail: dict | None = None
             self.cond.notify_all()
 
     def add(self, kind: str, item: dict) -> dict:
@@ -191,6 +217,49 @@ def pd_apply(event: dict, dedup: str) -> str:
     alert["events"] += 1
     alert["status"] = "resolved" if action == "resolve" else "acknowledged"
     return alert["status"]
+
+
+def slack_channel_id(store, channel) -> str | None:
+    """A channel's id from a name ("#incidents", "incidents") or an id (under STORE.cond)."""
+    if not isinstance(channel, str) or not channel:
+        return None
+    if channel in store.slack_channels:
+        return channel
+    name = channel.lstrip("#")
+    return next((cid for cid, n in store.slack_channels.items() if n == name), None)
+
+
+def slack_post_message(store, token, body) -> tuple[int, dict, dict]:
+    """chat.postMessage against the fake workspace (under STORE.cond): (status, answer, record)."""
+    fail = store.take_failure(store.slack_api_fail)
+    if fail:
+        status = int(fail.get("status", 500))
+        answer = {"ok": False, "error": fail.get("error") or ("ratelimited" if status == 429 else "internal_error")}
+        return status, answer, {}
+    if not token:
+        return 200, {"ok": False, "error": "not_authed"}, {}
+    if token not in store.slack_tokens:
+        return 200, {"ok": False, "error": "invalid_auth"}, {}
+    if not isinstance(body, dict):
+        return 200, {"ok": False, "error": "invalid_arguments"}, {}
+    cid = slack_channel_id(store, body.get("channel"))
+    if cid is None:
+        return 200, {"ok": False, "error": "channel_not_found"}, {}
+    if cid not in store.slack_tokens[token]:
+        return 200, {"ok": False, "error": "not_in_channel"}, {}
+    if not body.get("text") and not body.get("blocks"):
+        return 200, {"ok": False, "error": "no_text"}, {}
+    thread = body.get("thread_ts")
+    if thread is not None and not any(m["ok"] and m["channel"] == cid and m["ts"] == thread and not m["threadTs"]
+                                      for m in store.slack_api):
+        return 200, {"ok": False, "error": "thread_not_found"}, {}
+    ts = f"{int(time.time())}.{store.seq + 1:06d}"
+    message = {"type": "message", "text": body.get("text", ""), "ts": ts}
+    if thread:
+        message["thread_ts"] = thread
+    return 200, {"ok": True, "channel": cid, "ts": ts, "message": message}, {
+        "channel": cid, "channelName": store.slack_channels[cid], "ts": ts, "threadTs": thread,
+        "replyBroadcast": bool(body.get("reply_broadcast"))}
 
 
 def path_matches(path: str, prefix: str) -> bool:
@@ -446,6 +515,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.slack(method, path, body)
             if path == "/pagerduty/v2/enqueue":
                 return self.pagerduty(method, body)
+            if path == "/slack-api/chat.postMessage":
+                return self.slack_api(method, body)
             if path == "/_control" or path.startswith("/_control/"):
                 doc = json.loads(body) if body.strip() else {}
                 status, result = self.control(method, path[len("/_control"):], query, doc)
@@ -514,6 +585,30 @@ class Handler(BaseHTTPRequestHandler):
             headers["Retry-After"] = str(fail["retryAfter"])
         return self._send(status, reply, "application/json", headers)
 
+    def slack_api(self, method, body):
+        if method != "POST":
+            return self._send(405, {"ok": False, "error": "invalid_method"})
+        auth = self.headers.get("Authorization", "")
+        token = auth[len("Bearer "):].strip() if auth.startswith("Bearer ") else ""
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        with STORE.cond:
+            status, answer, record = slack_post_message(STORE, token, doc)
+            record.setdefault("channel", None)
+            record.setdefault("channelName", None)
+            record.setdefault("ts", None)
+            record.setdefault("threadTs", None)
+            record.setdefault("replyBroadcast", False)
+            STORE.add("slack_api", dict(record, json=doc, ok=answer["ok"], error=answer.get("error"),
+                                        status=status))
+            fail = STORE.slack_api_fail
+        headers = {}
+        if status == 429 and fail and fail.get("retryAfter") is not None:
+            headers["Retry-After"] = str(fail["retryAfter"])
+        return self._send(status, answer, "application/json", headers)
+
     def control(self, method, route, query, doc):
         if route == "" and method == "GET":
             with STORE.cond:
@@ -550,8 +645,31 @@ class Handler(BaseHTTPRequestHandler):
             with STORE.cond:
                 return 200, [dict(a, routing_key=k[0], dedup_key=k[1]) for k, a in STORE.pd_alerts.items()
                              if "routing_key" not in query or k[0] == query["routing_key"]]
-        if route in ("/slack/fail", "/smtp/fail", "/pagerduty/fail"):
-            attr = {"/slack/fail": "slack_fail", "/smtp/fail": "smtp_fail"}.get(route, "pagerduty_fail")
+        if route == "/slack-api/workspace" and method == "POST":
+            token = doc.get("token")
+            if not isinstance(token, str) or not token.startswith("xox"):
+                raise ValueError("token must be a Slack token (xoxb-...)")
+            with STORE.cond:
+                member = STORE.slack_tokens.setdefault(token, set())
+                ids = {}
+                for name in doc.get("channels", []):
+                    cid = slack_channel_id(STORE, name)
+                    if cid is None:
+                        cid = f"C{len(STORE.slack_channels) + 1:010d}"
+                        STORE.slack_channels[cid] = name.lstrip("#")
+                    member.add(cid)
+                    ids[name] = cid
+                return 200, {"channels": ids}
+        if route == "/slack-api/messages" and method == "GET":
+            with STORE.cond:
+                cid = slack_channel_id(STORE, query["channel"]) if "channel" in query else None
+                return 200, [dict(m) for m in STORE.slack_api
+                             if (query.get("all") == "true" or m["ok"])
+                             and ("channel" not in query or m["channel"] == cid)
+                             and ("thread_ts" not in query or m["threadTs"] == query["thread_ts"])]
+        if route in ("/slack/fail", "/smtp/fail", "/pagerduty/fail", "/slack-api/fail"):
+            attr = {"/slack/fail": "slack_fail", "/smtp/fail": "smtp_fail",
+                    "/slack-api/fail": "slack_api_fail"}.get(route, "pagerduty_fail")
             with STORE.cond:
                 if method == "DELETE":
                     setattr(STORE, attr, None)
@@ -615,7 +733,8 @@ def main(argv=None) -> int:
 
     base = f"http://{args.host}:{http_port}"
     info = {"smtp": f"{args.host}:{smtp.port}", "slack": f"{base}/slack",
-            "pagerduty": f"{base}/pagerduty/v2/enqueue", "control": f"{base}/_control", "pid": os.getpid(),
+            "pagerduty": f"{base}/pagerduty/v2/enqueue", "slackApi": f"{base}/slack-api/",
+            "control": f"{base}/_control", "pid": os.getpid(),
             "starttls": bool(args.starttls), "cert": cert_path}
     if args.ready_file:
         tmp = f"{args.ready_file}.tmp.{os.getpid()}"

@@ -6,6 +6,7 @@
 
 pub mod aws;
 pub mod broken;
+pub mod chart;
 pub mod controller;
 pub mod ecs;
 pub mod events;

@@ -69,6 +69,36 @@ impl Receivers {
     }
 }
 
+impl Receivers {
+    /// Registers a bot token with the Slack Web API fake and invites its app to `channels`
+    /// (created when new); returns their ids by name.
+    pub async fn slack_workspace(&self, token: &str, channels: &[&str]) -> Value {
+        let body = json!({"token": token, "channels": channels});
+        let resp = self
+            .http
+            .post(format!("{}/slack-api/workspace", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("receivers answer");
+        assert!(resp.status().is_success());
+        resp.json::<Value>().await.expect("json")["channels"].clone()
+    }
+
+    /// Messages posted with `chat.postMessage` to a channel (name or id), oldest first.
+    pub async fn slack_api_messages(&self, channel: &str) -> Vec<Value> {
+        self.get(&format!("/slack-api/messages?channel={channel}")).await
+    }
+
+    /// Makes the next `count` Web API calls answer HTTP `status` (200: `ok: false` with `error`).
+    pub async fn fail_slack_api(&self, status: u16, error: &str, count: u32) {
+        let body = json!({"status": status, "error": error, "count": count, "retryAfter": 1});
+        let resp =
+            self.http.post(format!("{}/slack-api/fail", self.base)).json(&body).send().await.expect("receivers answer");
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap_or_default());
+    }
+}
+
 /// Creates the Secret `slack` (key `url`) in `ns`, holding a webhook URL of the Slack
 /// receiver; returns the path its posts are listed (and failed) under.
 pub async fn slack_secret(client: &kube::Client, ns: &str) -> String {

@@ -91,6 +91,7 @@ impl Environment {
             ("RECOVERY_SMTP_ADDR".into(), s(&rx_ready, "smtp")?),
             ("RECOVERY_SLACK_URL".into(), s(&rx_ready, "slack")?),
             ("RECOVERY_PAGERDUTY_URL".into(), s(&rx_ready, "pagerduty")?),
+            ("RECOVERY_SLACK_API_URL".into(), s(&rx_ready, "slackApi")?),
             ("RECOVERY_RECEIVERS_URL".into(), s(&rx_ready, "control")?),
             ("RECOVERY_TESTENV_DIR".into(), work.display().to_string()),
         ];

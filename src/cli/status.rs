@@ -1,0 +1,372 @@
+//! `kubectl recovery status`: policies, the health of their targets, open incidents, their
+//! plans and what holds them. The report is a pure function of the listed objects.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use serde::Serialize;
+
+use crate::api::common::{TRUE, condition};
+use crate::api::conditions::{plan as plan_conditions, policy as policy_conditions};
+use crate::api::incident::{Incident, IncidentPhase};
+use crate::api::plan::{PlanPhase, RecoveryPlan};
+use crate::api::{RecoveryPolicy, Severity};
+use crate::core::targets::plan_name;
+
+use super::connect::{CliError, Kube, api_error};
+use super::table::{age, render};
+use super::{EXIT_UNHEALTHY, Output};
+
+/// Everything `status` shows.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// One row a policy.
+    pub policies: Vec<PolicyRow>,
+    /// Targets: all of the one policy asked for, else only those not healthy.
+    pub targets: Vec<TargetRow>,
+    /// Open incidents.
+    pub incidents: Vec<IncidentRow>,
+    /// Whether any target is unhealthy or any incident open (the exit status says so too).
+    pub unhealthy: bool,
+}
+
+/// A policy.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRow {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Remediation mode.
+    pub mode: String,
+    /// The Ready condition's status (`Unknown` before the first probe).
+    pub ready: String,
+    /// Targets named.
+    pub total: u32,
+    /// Healthy at the last probe.
+    pub healthy: u32,
+    /// Unhealthy at the last probe.
+    pub unhealthy: u32,
+    /// Could not be told.
+    pub unknown: u32,
+    /// Open incidents.
+    pub open_incidents: u32,
+    /// `Allowed`, or the rail holding remediation policy-wide, with its message.
+    pub remediation: String,
+    /// The pause in force, in a sentence.
+    pub paused: Option<String>,
+    /// When the policy was last probed.
+    pub last_probe: Option<Timestamp>,
+}
+
+/// A target of a policy.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRow {
+    /// The policy's namespace.
+    pub namespace: String,
+    /// The policy.
+    pub policy: String,
+    /// The target's key.
+    pub target: String,
+    /// Healthy, Unhealthy or Unknown, from the streaks in the policy's status.
+    pub health: String,
+    /// Failing answers in a row, and the policy's failureThreshold.
+    pub failing: String,
+    /// When the failing streak began.
+    pub unhealthy_since: Option<Timestamp>,
+    /// The open incident, if any.
+    pub incident: Option<String>,
+}
+
+/// An open incident and its plan.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentRow {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The target.
+    pub target: String,
+    /// Severity.
+    pub severity: Severity,
+    /// Phase.
+    pub phase: String,
+    /// When it was detected.
+    pub detected_at: Option<Timestamp>,
+    /// Its plan.
+    pub plan: Option<String>,
+    /// The plan's phase.
+    pub plan_phase: Option<String>,
+    /// Steps completed of all.
+    pub progress: Option<String>,
+    /// What holds the plan (a rail, or a person's approval), with the command that frees it
+    /// when there is one.
+    pub held: Option<String>,
+}
+
+/// Builds the report (pure).
+pub fn report(
+    policies: &[RecoveryPolicy],
+    incidents: &[Incident],
+    plans: &[RecoveryPlan],
+    only: Option<&str>,
+    now: Timestamp,
+) -> Report {
+    let mut out = Report { policies: vec![], targets: vec![], incidents: vec![], unhealthy: false };
+    for p in policies.iter().filter(|p| only.is_none_or(|o| p.name_any() == o)) {
+        let ns = p.namespace().unwrap_or_default();
+        let status = p.status.clone().unwrap_or_default();
+        let counts = status.targets.clone().unwrap_or_default();
+        let held = condition(&status.conditions, policy_conditions::REMEDIATION_ALLOWED)
+            .filter(|c| c.status != TRUE)
+            .map(|c| format!("{}: {}", c.reason, c.message));
+        let paused = crate::core::pause::state(&p.spec, now);
+        out.policies.push(PolicyRow {
+            namespace: ns.clone(),
+            name: p.name_any(),
+            mode: format!("{:?}", p.spec.remediation.mode),
+            ready: condition(&status.conditions, policy_conditions::READY)
+                .map_or_else(|| "Unknown".into(), |c| c.status.clone()),
+            total: counts.total,
+            healthy: counts.healthy,
+            unhealthy: counts.unhealthy,
+            unknown: counts.unknown,
+            open_incidents: status.open_incidents,
+            remediation: held.unwrap_or_else(|| "Allowed".into()),
+            paused: paused.in_force.then(|| {
+                let until = paused.until.map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default();
+                format!("until {until}, {} target(s)", paused.paused_targets)
+            }),
+            last_probe: status.last_probe_time.as_ref().map(|t| t.0),
+        });
+        out.unhealthy |= counts.unhealthy > 0 || status.open_incidents > 0;
+        let threshold = p.spec.detection.failure_threshold;
+        for t in &status.target_states {
+            let health = match (t.consecutive_failures, t.consecutive_successes) {
+                (f, _) if f > 0 => "Unhealthy",
+                (_, s) if s > 0 => "Healthy",
+                _ => "Unknown",
+            };
+            if only.is_none() && health == "Healthy" && t.open_incident.is_none() {
+                continue;
+            }
+            out.targets.push(TargetRow {
+                namespace: ns.clone(),
+                policy: p.name_any(),
+                target: t.target.clone(),
+                health: health.into(),
+                failing: format!("{}/{threshold}", t.consecutive_failures),
+                unhealthy_since: t.unhealthy_since.as_ref().map(|m| m.0),
+                incident: t.open_incident.clone(),
+            });
+        }
+    }
+    let shown: Vec<(String, String)> = out.policies.iter().map(|p| (p.namespace.clone(), p.name.clone())).collect();
+    for inc in incidents {
+        let ns = inc.namespace().unwrap_or_default();
+        let status = inc.status.clone().unwrap_or_default();
+        if status.phase == Some(IncidentPhase::Resolved) || !shown.contains(&(ns.clone(), inc.spec.policy.clone())) {
+            continue;
+        }
+        out.unhealthy = true;
+        let name = status.plan.clone().unwrap_or_else(|| plan_name(&inc.name_any()));
+        let plan = plans.iter().find(|p| p.name_any() == name && p.namespace().as_deref() == Some(ns.as_str()));
+        let plan_status = plan.and_then(|p| p.status.clone());
+        let phase = plan_status.as_ref().and_then(|s| s.phase);
+        let held = plan_status.as_ref().and_then(|s| {
+            let rail = condition(&s.conditions, plan_conditions::HELD).filter(|c| c.status == TRUE);
+            match (phase, rail) {
+                (_, Some(c)) => Some(format!("{}: {}", c.reason, c.message)),
+                (Some(PlanPhase::AwaitingApproval), None) => {
+                    Some(format!("awaiting approval: kubectl recovery approve {name} -n {ns}"))
+                }
+                (Some(PlanPhase::Failed), None) => Some(format!("failed: kubectl recovery retry {name} -n {ns}")),
+                _ => None,
+            }
+        });
+        out.incidents.push(IncidentRow {
+            namespace: ns.clone(),
+            name: inc.name_any(),
+            target: inc.spec.target.clone(),
+            severity: inc.spec.severity,
+            phase: status.phase.map_or_else(|| "Pending".into(), |p| format!("{p:?}")),
+            detected_at: status.detected_at.as_ref().map(|t| t.0),
+            plan: plan.map(|p| p.name_any()),
+            plan_phase: phase.map(|p| format!("{p:?}")),
+            progress: plan_status.as_ref().and_then(|s| s.progress.clone()),
+            held,
+        });
+    }
+    out
+}
+
+/// Renders the report as three tables (an empty one is left out).
+pub fn table(r: &Report, with_namespace: bool, now: Timestamp) -> String {
+    if r.policies.is_empty() {
+        return "No RecoveryPolicies found.\n".into();
+    }
+    let ns = |n: &str| if with_namespace { vec![n.to_owned()] } else { vec![] };
+    let head = |cols: &[&'static str]| -> Vec<&'static str> {
+        let mut h = if with_namespace { vec!["NAMESPACE"] } else { vec![] };
+        h.extend(cols);
+        h
+    };
+    let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+    let rows: Vec<Vec<String>> = r
+        .policies
+        .iter()
+        .map(|p| {
+            let mut row = ns(&p.namespace);
+            row.extend([
+                p.name.clone(),
+                p.mode.clone(),
+                p.ready.clone(),
+                format!("{}/{}", p.healthy, p.total),
+                p.unhealthy.to_string(),
+                p.unknown.to_string(),
+                p.open_incidents.to_string(),
+                p.remediation.clone(),
+                dash(&p.paused),
+                age(p.last_probe, now),
+            ]);
+            row
+        })
+        .collect();
+    let mut out = render(
+        &head(&[
+            "POLICY",
+            "MODE",
+            "READY",
+            "HEALTHY",
+            "UNHEALTHY",
+            "UNKNOWN",
+            "INCIDENTS",
+            "REMEDIATION",
+            "PAUSED",
+            "LAST PROBE",
+        ]),
+        &rows,
+    );
+    if !r.targets.is_empty() {
+        let rows: Vec<Vec<String>> = r
+            .targets
+            .iter()
+            .map(|t| {
+                let mut row = ns(&t.namespace);
+                row.extend([
+                    t.policy.clone(),
+                    t.target.clone(),
+                    t.health.clone(),
+                    t.failing.clone(),
+                    age(t.unhealthy_since, now),
+                    dash(&t.incident),
+                ]);
+                row
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&render(&head(&["POLICY", "TARGET", "HEALTH", "FAILING", "SINCE", "INCIDENT"]), &rows));
+    }
+    if !r.incidents.is_empty() {
+        let rows: Vec<Vec<String>> = r
+            .incidents
+            .iter()
+            .map(|i| {
+                let mut row = ns(&i.namespace);
+                row.extend([
+                    i.name.clone(),
+                    i.target.clone(),
+                    i.severity.as_str().to_owned(),
+                    i.phase.clone(),
+                    age(i.detected_at, now),
+                    dash(&i.plan),
+                    dash(&i.plan_phase),
+                    dash(&i.progress),
+                    dash(&i.held),
+                ]);
+                row
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&render(
+            &head(&["INCIDENT", "TARGET", "SEVERITY", "PHASE", "AGE", "PLAN", "PLAN PHASE", "STEPS", "HELD"]),
+            &rows,
+        ));
+    }
+    out
+}
+
+async fn gather(k: &Kube, only: Option<&str>) -> Result<Report, CliError> {
+    fn api<K>(k: &Kube) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        if k.all_namespaces { Api::all(k.client.clone()) } else { Api::namespaced(k.client.clone(), &k.namespace) }
+    }
+    let lp = ListParams::default();
+    let policies = api::<RecoveryPolicy>(k).list(&lp).await.map_err(|e| api_error(e, "recoverypolicies"))?.items;
+    if let Some(name) = only
+        && !policies.iter().any(|p| p.name_any() == name)
+    {
+        return Err(CliError::NotFound {
+            kind: "RecoveryPolicy",
+            name: name.to_owned(),
+            namespace: k.namespace.clone(),
+            hint: " (`kubectl recovery status` lists every policy; -n picks another namespace)".into(),
+        });
+    }
+    let incidents = api::<Incident>(k).list(&lp).await.map_err(|e| api_error(e, "incidents"))?.items;
+    let plans = api::<RecoveryPlan>(k).list(&lp).await.map_err(|e| api_error(e, "recoveryplans"))?.items;
+    Ok(report(&policies, &incidents, &plans, only, Timestamp::now()))
+}
+
+fn show(r: &Report, k: &Kube, out: Output) -> Result<String, CliError> {
+    Ok(match out {
+        Output::Table => table(r, k.all_namespaces, Timestamp::now()),
+        Output::Json => serde_json::to_string_pretty(r).map_err(|e| CliError::Io(e.to_string()))? + "\n",
+        Output::Yaml => serde_norway::to_string(r).map_err(|e| CliError::Io(e.to_string()))?,
+    })
+}
+
+/// Prints the report once, or on every change with `watch`; the exit status says whether
+/// anything is unhealthy (as of the last print).
+pub async fn run(k: &Kube, only: Option<&str>, watch: bool, every: Duration, out: Output) -> Result<u8, CliError> {
+    let code = |r: &Report| if r.unhealthy { EXIT_UNHEALTHY } else { 0 };
+    let first = gather(k, only).await?;
+    if !watch {
+        print!("{}", show(&first, k, out)?);
+        return Ok(code(&first));
+    }
+    // Ages change every second; a new print is for a change of state, not of ages.
+    let mut last = first;
+    print!("{}", show(&last, k, out)?);
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return Ok(code(&last)),
+            _ = tokio::time::sleep(every) => {}
+        }
+        let next = gather(k, only).await?;
+        let same = Report { policies: strip(&next.policies), ..next.clone() }
+            == Report { policies: strip(&last.policies), ..last.clone() };
+        if !same {
+            println!("--- {}", Timestamp::now().strftime("%H:%M:%S"));
+            print!("{}", show(&next, k, out)?);
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+        }
+        last = next;
+    }
+}
+
+/// Policies without their last probe time (it moves every cycle).
+fn strip(rows: &[PolicyRow]) -> Vec<PolicyRow> {
+    rows.iter().map(|p| PolicyRow { last_probe: None, ..p.clone() }).collect()
+}
