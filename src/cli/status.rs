@@ -370,3 +370,85 @@ pub async fn run(k: &Kube, only: Option<&str>, watch: bool, every: Duration, out
 fn strip(rows: &[PolicyRow]) -> Vec<PolicyRow> {
     rows.iter().map(|p| PolicyRow { last_probe: None, ..p.clone() }).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::common::set_condition;
+    use crate::api::policy::{RecoveryPolicyStatus, TargetCounts, TargetState};
+    use crate::core::testing::{at, policy};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn shop(unhealthy: u32) -> RecoveryPolicy {
+        let mut p = RecoveryPolicy::new("shop", policy());
+        p.metadata.namespace = Some("prod".into());
+        let mut status = RecoveryPolicyStatus {
+            targets: Some(TargetCounts { total: 4, healthy: 4 - unhealthy, unhealthy, unknown: 0 }),
+            open_incidents: unhealthy.min(1),
+            last_probe_time: Some(Time(at(95))),
+            target_states: vec![
+                TargetState { target: "ecs/prod/checkout".into(), consecutive_successes: 3, ..Default::default() },
+                TargetState {
+                    target: "ecs/prod/cart".into(),
+                    consecutive_failures: unhealthy,
+                    consecutive_successes: u32::from(unhealthy == 0),
+                    open_incident: (unhealthy > 0).then(|| "shop-ecs-1-0".into()),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        set_condition(&mut status.conditions, policy_conditions::READY, true, "Probing", "ok", None, at(0));
+        p.status = Some(status);
+        p
+    }
+
+    #[test]
+    fn a_healthy_fleet_lists_policies_only_and_exits_zero() {
+        let r = report(&[shop(0)], &[], &[], None, at(100));
+        assert!(!r.unhealthy);
+        assert!(r.targets.is_empty() && r.incidents.is_empty());
+        assert_eq!(
+            table(&r, false, at(100)),
+            "POLICY  MODE       READY  HEALTHY  UNHEALTHY  UNKNOWN  INCIDENTS  REMEDIATION  PAUSED  LAST PROBE\n\
+             shop    Automatic  True   4/4      0          0        0          Allowed      -       5s\n"
+        );
+        // One policy asked for: every target, healthy ones too.
+        assert_eq!(report(&[shop(0)], &[], &[], Some("shop"), at(100)).targets.len(), 2);
+    }
+
+    #[test]
+    fn an_unhealthy_target_its_incident_and_what_holds_its_plan() {
+        let incident: Incident = serde_json::from_value(serde_json::json!({
+            "apiVersion": "recovery.dev/v1alpha1", "kind": "Incident",
+            "metadata": {"name": "shop-ecs-1-0", "namespace": "prod"},
+            "spec": {"id": "id", "type": "service", "severity": "high", "policy": "shop", "target": "ecs/prod/cart",
+                     "resource": {"kind": "EcsService", "region": "us-east-1", "cluster": "prod", "service": "cart"},
+                     "description": "cart is down"},
+            "status": {"phase": "Investigating", "detectedAt": "2027-01-15T08:00:10Z"}
+        }))
+        .unwrap();
+        let mut plan: RecoveryPlan = serde_json::from_value(serde_json::json!({
+            "apiVersion": "recovery.dev/v1alpha1", "kind": "RecoveryPlan",
+            "metadata": {"name": "shop-ecs-1-0-plan", "namespace": "prod"},
+            "spec": {"incident": "shop-ecs-1-0", "incidentId": "id", "policy": "shop", "steps": []},
+            "status": {"phase": "Created", "progress": "0/2"}
+        }))
+        .unwrap();
+        let st = plan.status.as_mut().unwrap();
+        set_condition(&mut st.conditions, plan_conditions::HELD, true, "Cooldown", "cooling down for 4m", None, at(0));
+        let r = report(&[shop(1)], &[incident], &[plan], None, at(100));
+        assert!(r.unhealthy);
+        assert_eq!(r.targets.len(), 1, "only targets that are not healthy");
+        assert_eq!((r.targets[0].health.as_str(), r.targets[0].failing.as_str()), ("Unhealthy", "1/2"));
+        let i = &r.incidents[0];
+        assert_eq!(i.held.as_deref(), Some("Cooldown: cooling down for 4m"));
+        assert_eq!((i.plan_phase.as_deref(), i.progress.as_deref()), (Some("Created"), Some("0/2")));
+        let shown = table(&r, true, at(100));
+        assert!(
+            shown.contains("\n\nNAMESPACE  POLICY  TARGET         HEALTH     FAILING  SINCE  INCIDENT\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("prod       shop-ecs-1-0  ecs/prod/cart  high      Investigating  1m30s"), "{shown}");
+    }
+}

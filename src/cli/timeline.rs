@@ -79,7 +79,7 @@ pub fn timeline(incident: &Incident, plan: Option<&RecoveryPlan>, events: &[Even
         push(
             plan.metadata.creation_timestamp.as_ref().map(|t| t.0),
             "plan",
-            format!("plan {} created{}", plan.name_any(), if plan.spec.dry_run { " (dry run)" } else { "" }),
+            format!("created{}", if plan.spec.dry_run { " (a dry run)" } else { "" }),
         );
         if let Some(by) = &ps.approved_by {
             push(ps.started_at.as_ref().map(|t| t.0), "plan", format!("approved by {by}"));
@@ -117,7 +117,7 @@ pub fn timeline(incident: &Incident, plan: Option<&RecoveryPlan>, events: &[Even
         }
         if let (Some(phase), Some(done)) = (ps.phase, ps.completed_at.as_ref()) {
             let message = ps.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
-            push(Some(done.0), "plan", format!("plan {phase:?}{message}"));
+            push(Some(done.0), "plan", format!("{phase:?}{message}"));
         }
     }
     for a in &st.alerts {
@@ -155,12 +155,15 @@ pub fn timeline(incident: &Incident, plan: Option<&RecoveryPlan>, events: &[Even
         if IN_STATUS.contains(&reason.as_str()) {
             continue;
         }
+        // Whole seconds, as status keeps its times: within a second, status's own order
+        // (which is the story's) stands, and Events follow it.
         let at = e
             .event_time
             .as_ref()
             .map(|t| t.0)
             .or_else(|| e.first_timestamp.as_ref().map(|t| t.0))
-            .or_else(|| e.last_timestamp.as_ref().map(|t| t.0));
+            .or_else(|| e.last_timestamp.as_ref().map(|t| t.0))
+            .and_then(|t| Timestamp::from_second(t.as_second()).ok());
         let times = e.series.as_ref().and_then(|s| s.count).or(e.count).filter(|n| *n > 1);
         let repeat = times.map(|n| format!(" (x{n})")).unwrap_or_default();
         let kind = e.type_.as_deref().filter(|t| *t != "Normal").map(|t| format!("{t} ")).unwrap_or_default();
@@ -228,4 +231,128 @@ pub async fn run(k: &Kube, name: &str, out: Output) -> Result<u8, CliError> {
         _ => print_data(&t, out)?,
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::incident::{AlertChannel, AlertKind, AlertRecord, IncidentPhase, IncidentStatus};
+    use crate::api::plan::{PlanPhase, PlanStep, RecoveryPlanSpec, RecoveryPlanStatus, StepAction, StepStatus};
+    use crate::core::testing::at;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+
+    fn incident() -> Incident {
+        let mut i: Incident = serde_json::from_value(serde_json::json!({
+            "apiVersion": "recovery.dev/v1alpha1", "kind": "Incident",
+            "metadata": {"name": "shop-ecs-1-0", "namespace": "prod"},
+            "spec": {"id": "id", "type": "service", "severity": "high", "policy": "shop", "target": "ecs/prod/web",
+                     "resource": {"kind": "EcsService", "region": "us-east-1", "cluster": "prod", "service": "web"},
+                     "description": "web runs 1 of 2"}
+        }))
+        .unwrap();
+        i.status = Some(IncidentStatus {
+            phase: Some(IncidentPhase::Resolved),
+            detected_at: Some(Time(at(0))),
+            resolved_at: Some(Time(at(120))),
+            alerts: vec![AlertRecord {
+                alert: AlertKind::Detected,
+                channel: AlertChannel::Slack,
+                state: AlertState::Sent,
+                attempts: 1,
+                last_attempt_at: Some(Time(at(1))),
+                sent_at: Some(Time(at(2))),
+                error: None,
+                slack_message: None,
+            }],
+            ..Default::default()
+        });
+        i
+    }
+
+    fn plan() -> RecoveryPlan {
+        let step =
+            |order, action| PlanStep { order, action, target: "ecs/prod/web".into(), parameters: Default::default() };
+        let mut p = RecoveryPlan::new(
+            "shop-ecs-1-0-plan",
+            RecoveryPlanSpec {
+                incident: "shop-ecs-1-0".into(),
+                incident_id: "id".into(),
+                policy: "shop".into(),
+                dry_run: false,
+                steps: vec![step(1, StepAction::RestartService), step(2, StepAction::VerifyService)],
+            },
+        );
+        p.metadata.creation_timestamp = Some(Time(at(3)));
+        let done = |order, started, ended, evidence: &[(&str, &str)]| StepStatus {
+            order,
+            phase: StepPhase::Completed,
+            started_at: Some(Time(at(started))),
+            attempt_started_at: Some(Time(at(started))),
+            completed_at: Some(Time(at(ended))),
+            next_attempt_at: None,
+            attempts: 1,
+            message: Some(format!("step {order} done")),
+            evidence: evidence.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        };
+        p.status = Some(RecoveryPlanStatus {
+            phase: Some(PlanPhase::Completed),
+            steps: vec![done(1, 5, 6, &[("deploymentId", "d-2")]), done(2, 6, 100, &[])],
+            completed_at: Some(Time(at(100))),
+            message: Some("every step completed".into()),
+            ..Default::default()
+        });
+        p
+    }
+
+    fn event(reason: &str, at_secs: i64) -> Event {
+        Event {
+            reason: Some(reason.into()),
+            message: Some(format!("{reason} message")),
+            type_: Some("Warning".into()),
+            event_time: Some(MicroTime(at(at_secs))),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_story_is_in_time_order_with_durations() {
+        let events = [event("StepStarted", 5), event("Cooldown", 4)];
+        let t = timeline(&incident(), Some(&plan()), &events);
+        let lines: Vec<(i64, &str, &str)> = t
+            .entries
+            .iter()
+            .map(|e| (e.at.as_second() - at(0).as_second(), e.source.as_str(), e.what.as_str()))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                (0, "incident", "detected (high): web runs 1 of 2"),
+                (2, "alert", "Detected via Slack sent"),
+                (3, "plan", "created"),
+                (4, "event", "Warning Cooldown: Cooldown message"),
+                (5, "step 1", "RestartService started"),
+                (6, "step 1", "RestartService completed after 1s: step 1 done [deploymentId=d-2]"),
+                (6, "step 2", "VerifyService started"),
+                (100, "step 2", "VerifyService completed after 1m34s: step 2 done"),
+                (100, "plan", "Completed: every step completed"),
+                (120, "incident", "resolved"),
+            ],
+            "an Event status already tells (StepStarted) is left out"
+        );
+        assert_eq!((t.seconds_to_first_action, t.seconds_to_resolve), (Some(5), Some(120)));
+        let shown = table(&t);
+        assert!(
+            shown.starts_with("Incident shop-ecs-1-0 (ecs/prod/web), plan shop-ecs-1-0-plan\n\nTIME (UTC)"),
+            "{shown}"
+        );
+        assert!(shown.ends_with("First action 5s after detection; resolved 2m0s after detection.\n"), "{shown}");
+    }
+
+    #[test]
+    fn an_incident_without_a_plan_has_no_first_action() {
+        let t = timeline(&incident(), None, &[]);
+        assert_eq!(t.plan, None);
+        assert_eq!(t.seconds_to_first_action, None);
+        assert_eq!(t.entries.len(), 3);
+    }
 }
