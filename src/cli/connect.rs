@@ -163,3 +163,30 @@ where
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(
+            serde_json::from_value(serde_json::json!({"code": code, "message": message, "reason": "x"})).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn api_errors_say_what_to_do() {
+        let missing = api_error(api(404, "the server could not find the requested resource"), "recoverypolicies");
+        assert!(matches!(missing, CliError::CrdsMissing("recoverypolicies")));
+        assert!(missing.to_string().contains("kubectl apply -f crds/"), "{missing}");
+        let forbidden = api_error(
+            api(403, r#"recoveryplans.recovery.dev "p" is forbidden: User "bob" cannot patch resource"#),
+            "recoveryplans",
+        );
+        let shown = forbidden.to_string();
+        assert!(shown.starts_with(r#"forbidden: recoveryplans.recovery.dev "p" is forbidden: User "bob""#), "{shown}");
+        assert!(shown.contains("patch on recoveryplans"), "{shown}");
+        let other = api_error(api(500, "etcdserver: request timed out"), "incidents");
+        assert_eq!(other.to_string(), "the API server answered: etcdserver: request timed out (500)");
+    }
+}
