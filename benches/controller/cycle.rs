@@ -28,6 +28,11 @@ pub struct Cycle {
     /// Policies that finished this cycle; fewer than all when the cycle was cut off at
     /// [`CYCLE_LIMIT`] (the figures then cover that window).
     pub probed: usize,
+    /// First ECS or RDS call's arrival → the last one's answer: the cycle without Route 53,
+    /// whose account limit (5 calls a second) bounds its share in any controller.
+    pub ecs_rds_span: f64,
+    /// First Route 53 call's arrival → the last one's answer.
+    pub route53_span: f64,
 }
 
 /// Steady cycles measured after the cold one; the report gives their mean (one cycle's
@@ -55,6 +60,8 @@ impl Cycle {
             },
             route53_peak: cycles.iter().map(|c| c.route53_peak).max().unwrap_or(0),
             probed: cycles.iter().map(|c| c.probed).min().unwrap_or(0),
+            ecs_rds_span: cycles.iter().map(|c| c.ecs_rds_span).sum::<f64>() / n,
+            route53_span: cycles.iter().map(|c| c.route53_span).sum::<f64>() / n,
         }
     }
 }
@@ -108,6 +115,10 @@ pub struct Baseline {
     pub moto_cpu: f64,
     /// Highest number of Route 53 calls in any one-second window.
     pub route53_peak: usize,
+    /// When it probed a sample, not every target: the targets it probed (its calls and wall
+    /// time are then scaled up to all of them; a sequential prober's time is linear in its
+    /// calls).
+    pub sampled: Option<usize>,
 }
 
 /// Everything measured at one scale.
@@ -149,18 +160,37 @@ pub struct Scale {
     pub baseline: Baseline,
     /// API server requests in the scale's namespace over the run (audit log).
     pub api: crate::audit::Writes,
+    /// Latency added to every AWS call (zero: moto on loopback, about a millisecond).
+    pub latency: Duration,
+}
+
+/// How a scale is run.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup {
+    /// Targets.
+    pub targets: usize,
+    /// Policies.
+    pub policies: usize,
+    /// Latency added to every AWS call once the resources exist.
+    pub latency: Duration,
+    /// Probe only this many targets in the baseline (scaled up in the report).
+    pub baseline_sample: Option<usize>,
+}
+
+impl Setup {
+    /// The namespace of the scale's policies (and the audit log's filter).
+    pub fn namespace(&self) -> String {
+        match self.latency.as_millis() {
+            0 => format!("bench-{}", self.targets),
+            ms => format!("bench-{}-{ms}ms", self.targets),
+        }
+    }
 }
 
 /// Runs one scale: populate, controller for two cycles, baseline.
-pub async fn run(
-    parts: &Parts,
-    cfg: &SdkConfig,
-    faults: &Faults,
-    targets: usize,
-    policies: usize,
-    report: &mut Report,
-) -> Scale {
-    let ns = format!("bench-{targets}");
+pub async fn run(parts: &Parts, cfg: &SdkConfig, faults: &Faults, setup: Setup, report: &mut Report) -> Scale {
+    let Setup { targets, policies, latency, baseline_sample } = setup;
+    let ns = setup.namespace();
     let layout = Layout::new(&format!("s{targets}"), targets, policies);
     report.say(&format!("scale {targets} targets / {policies} policies: creating resources in moto"));
     faults.reset_all().await;
@@ -181,7 +211,12 @@ pub async fn run(
         per_policy_minimum: per_policy_minimum(&layout),
         ..Scale::default()
     };
+    scale.latency = latency;
     report.say(&format!("  populated in {populate:.0}s; starting the controller"));
+    if !latency.is_zero() {
+        faults.add_latency(latency).await;
+        report.say(&format!("  every AWS call now answers {} ms later", latency.as_millis()));
+    }
 
     faults.clear_log().await;
     let log = parts.work.join(format!("controller-{ns}.log"));
@@ -217,6 +252,8 @@ pub async fn run(
             cpu: samples[k + 1].since(samples[k]),
             route53_peak: peak(&window),
             probed: probed[k],
+            ecs_rds_span: span(&window, |c| c.service == "ecs" || c.service == "rds"),
+            route53_span: span(&window, |c| c.service == "route53"),
         });
         from = end;
     }
@@ -228,9 +265,18 @@ pub async fn run(
         scale.cold.wall, scale.steady.wall
     ));
 
-    scale.baseline = baseline(parts, cfg, faults, &layout, &health_checks).await;
+    scale.baseline = baseline(parts, cfg, faults, &layout, &health_checks, baseline_sample).await;
     report.say(&format!("  baseline: {:.1}s", scale.baseline.wall));
+    faults.clear_rules().await;
     scale
+}
+
+/// First arrival → last answer of the calls `which` picks (0 when none).
+fn span(calls: &[&Call], which: impl Fn(&Call) -> bool) -> f64 {
+    let picked: Vec<&&Call> = calls.iter().filter(|c| which(c)).collect();
+    let first = picked.iter().map(|c| c.time).fold(f64::INFINITY, f64::min);
+    let last = picked.iter().map(|c| c.time + c.duration).fold(f64::NEG_INFINITY, f64::max);
+    if picked.is_empty() { 0.0 } else { last - first }
 }
 
 /// The seed's way: one call per target, each awaited before the next.
@@ -240,7 +286,12 @@ async fn baseline(
     faults: &Faults,
     layout: &Layout,
     health_checks: &[String],
+    sample: Option<usize>,
 ) -> Baseline {
+    // A sample takes each kind in its share of the targets.
+    let total = layout.targets().max(1);
+    let take = |n: usize| sample.map_or(n, |s| (n * s).div_ceil(total).min(n));
+    let (services, instances, checks) = (take(layout.services.len()), take(layout.rds.len()), take(health_checks.len()));
     let ecs = aws_sdk_ecs::Client::new(cfg);
     let rds = aws_sdk_rds::Client::new(cfg);
     let r53 = aws_sdk_route53::Client::new(cfg);
@@ -248,22 +299,35 @@ async fn baseline(
     let me = std::process::id();
     let (cpu0, moto0) = (process::cpu_seconds(me), process::cpu_seconds(parts.moto));
     let started = Instant::now();
-    for (cluster, service) in &layout.services {
+    for (cluster, service) in &layout.services[..services] {
         let out = ecs.describe_services().cluster(cluster).services(service).send().await.expect("DescribeServices");
         assert_eq!(out.services().len(), 1, "{cluster}/{service} exists");
     }
-    for id in &layout.rds {
+    for id in &layout.rds[..instances] {
         let out = rds.describe_db_instances().db_instance_identifier(id).send().await.expect("DescribeDBInstances");
         assert_eq!(out.db_instances().len(), 1, "{id} exists");
     }
-    for id in health_checks {
+    for id in &health_checks[..checks] {
         r53.get_health_check_status().health_check_id(id).send().await.expect("GetHealthCheckStatus");
     }
     let wall = started.elapsed().as_secs_f64();
     let (cpu, moto_cpu) = (process::cpu_seconds(me) - cpu0, process::cpu_seconds(parts.moto) - moto0);
     let calls = faults.log().await;
     let calls: Vec<&Call> = calls.iter().collect();
-    Baseline { calls: count_calls(&calls), wall, cpu, moto_cpu, route53_peak: peak(&calls) }
+    let probed = services + instances + checks;
+    let mut b = Baseline { calls: count_calls(&calls), wall, cpu, moto_cpu, route53_peak: peak(&calls), sampled: None };
+    if probed < layout.targets() {
+        // Sequential: each call waits for the one before, so time and calls grow with targets.
+        let factor = layout.targets() as f64 / probed.max(1) as f64;
+        b.wall *= factor;
+        b.cpu *= factor;
+        b.moto_cpu *= factor;
+        for n in b.calls.values_mut() {
+            *n = (*n as f64 * factor).round() as usize;
+        }
+        b.sampled = Some(probed);
+    }
+    b
 }
 
 fn count_calls(calls: &[&Call]) -> BTreeMap<String, usize> {

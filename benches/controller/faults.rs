@@ -13,6 +13,8 @@ pub struct Call {
     pub operation: String,
     /// The identifying parameters.
     pub params: Value,
+    /// How long the layer took to answer, seconds (latency it added included).
+    pub duration: f64,
 }
 
 impl Call {
@@ -79,8 +81,21 @@ impl Faults {
                 service: e["service"].as_str().unwrap_or_default().to_owned(),
                 operation: e["operation"].as_str().unwrap_or_default().to_owned(),
                 params: e["params"].clone(),
+                duration: e["durationMs"].as_f64().unwrap_or_default() / 1000.0,
             })
             .collect()
+    }
+
+    /// Adds `latency` to every AWS call from now on, as a region's round trip would (the
+    /// layer sleeps outside moto's lock, so concurrent calls wait side by side).
+    pub async fn add_latency(&self, latency: std::time::Duration) {
+        let body = json!({"service": "*", "delayMs": latency.as_millis() as u64, "count": null});
+        self.send(reqwest::Method::POST, format!("{}/rules", self.control), Some(body)).await;
+    }
+
+    /// Removes every fault rule.
+    pub async fn clear_rules(&self) {
+        self.send(reqwest::Method::DELETE, format!("{}/rules", self.control), None).await;
     }
 
     /// Sets an ECS service's running count once, unpinned: a restart's new deployment then

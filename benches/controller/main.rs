@@ -18,6 +18,7 @@ mod report;
 mod track;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
 
@@ -57,10 +58,13 @@ pub fn var(name: &str) -> String {
 
 /// Command line: `--scale T[:P],…`, `--recovery N` (0 skips), `--push N` (faults of the push
 /// vs polling latency runs; 0 skips), `--push-targets T` (targets of the push calls run; 0
-/// skips), `--out FILE`, `--controller-arg FLAG` (repeatable; e.g.
+/// skips), `--aws-latency D` (added to every AWS call in the latency scales; 0 skips them),
+/// `--latency-scale T[:P],…`, `--out FILE`, `--controller-arg FLAG` (repeatable; e.g.
 /// `--controller-arg=--concurrency=64`).
 struct Args {
     scales: Vec<(usize, usize)>,
+    aws_latency: std::time::Duration,
+    latency_scales: Vec<(usize, usize)>,
     recovery: usize,
     push: usize,
     push_targets: usize,
@@ -71,6 +75,8 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         scales: vec![(100, 1), (1000, 100), (10000, 1000)],
+        aws_latency: std::time::Duration::from_millis(40),
+        latency_scales: vec![(1000, 100), (10000, 1000)],
         recovery: 100,
         push: 100,
         push_targets: 1000,
@@ -88,6 +94,17 @@ fn args() -> Args {
         match flag.as_str() {
             "--scale" => a.scales = value().split(',').filter(|s| !s.is_empty()).map(parse_scale).collect(),
             "--recovery" => a.recovery = value().parse().expect("--recovery takes a number"),
+            "--aws-latency" => {
+                let v = value();
+                a.aws_latency = if v == "0" {
+                    std::time::Duration::ZERO
+                } else {
+                    humantime::parse_duration(&v).expect("--aws-latency takes a duration like 40ms")
+                }
+            }
+            "--latency-scale" => {
+                a.latency_scales = value().split(',').filter(|s| !s.is_empty()).map(parse_scale).collect()
+            }
             "--push" => a.push = value().parse().expect("--push takes a number"),
             "--push-targets" => a.push_targets = value().parse().expect("--push-targets takes a number"),
             "--out" => a.out = Some(value().into()),
@@ -133,9 +150,24 @@ async fn main() {
     let mut progress = Report;
 
     let mut scales = vec![];
-    for (targets, policies) in &args.scales {
-        let mut scale = cycle::run(&parts, &cfg, &faults, *targets, *policies, &mut progress).await;
-        scale.api = audit::count(&parts.audit_log, &format!("bench-{targets}"));
+    let mut setups: Vec<cycle::Setup> = args
+        .scales
+        .iter()
+        .map(|&(targets, policies)| cycle::Setup { targets, policies, latency: Duration::ZERO, baseline_sample: None })
+        .collect();
+    if !args.aws_latency.is_zero() {
+        // At 40 ms a call the sequential baseline takes ~40 s a thousand targets: above 1,000
+        // it probes a 1,000-target sample, scaled up (it is linear by construction).
+        setups.extend(args.latency_scales.iter().map(|&(targets, policies)| cycle::Setup {
+            targets,
+            policies,
+            latency: args.aws_latency,
+            baseline_sample: (targets > 1000).then_some(1000),
+        }));
+    }
+    for setup in setups {
+        let mut scale = cycle::run(&parts, &cfg, &faults, setup, &mut progress).await;
+        scale.api = audit::count(&parts.audit_log, &setup.namespace());
         scales.push(scale);
     }
     let mut recovery = vec![];
