@@ -338,6 +338,22 @@ async fn pause_resume_and_watch() {
     assert!(seen.starts_with("POLICY"), "{seen}");
     let last = seen.rsplit("\n--- ").next().unwrap();
     assert!(!last.contains("target(s)"), "the last print has no pause:\n{seen}");
+
+    // Under --watch, JSON is one object a line, so a script can read the stream.
+    let mut json_watch = Command::new(PLUGIN)
+        .args(["status", "shop", "-n", &ns, "--watch", "-o", "json"])
+        .env("KUBECONFIG", support::var("KUBECONFIG"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("watch runs");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = json_watch.kill();
+    let lines = String::from_utf8_lossy(&json_watch.wait_with_output().unwrap().stdout).into_owned();
+    assert!(!lines.trim().is_empty(), "printed at once");
+    for line in lines.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert_eq!(v["policies"][0]["name"], "shop");
+    }
 }
 
 /// Errors say what to do, and exit 1.

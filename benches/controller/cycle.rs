@@ -291,7 +291,8 @@ async fn baseline(
     // A sample takes each kind in its share of the targets.
     let total = layout.targets().max(1);
     let take = |n: usize| sample.map_or(n, |s| (n * s).div_ceil(total).min(n));
-    let (services, instances, checks) = (take(layout.services.len()), take(layout.rds.len()), take(health_checks.len()));
+    let (services, instances, checks) =
+        (take(layout.services.len()), take(layout.rds.len()), take(health_checks.len()));
     let ecs = aws_sdk_ecs::Client::new(cfg);
     let rds = aws_sdk_rds::Client::new(cfg);
     let r53 = aws_sdk_route53::Client::new(cfg);

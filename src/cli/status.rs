@@ -326,11 +326,20 @@ async fn gather(k: &Kube, only: Option<&str>) -> Result<Report, CliError> {
     Ok(report(&policies, &incidents, &plans, only, Timestamp::now()))
 }
 
-fn show(r: &Report, k: &Kube, out: Output) -> Result<String, CliError> {
-    Ok(match out {
-        Output::Table => table(r, k.all_namespaces, Timestamp::now()),
-        Output::Json => serde_json::to_string_pretty(r).map_err(|e| CliError::Io(e.to_string()))? + "\n",
-        Output::Yaml => serde_norway::to_string(r).map_err(|e| CliError::Io(e.to_string()))?,
+/// One print of the report. Under `--watch` each print is a document a script can split on:
+/// a JSON object on one line (JSON Lines), a YAML document after `---`, a table after a
+/// `--- HH:MM:SS` line (the first print has none).
+fn show(r: &Report, k: &Kube, out: Output, watching: bool, first: bool) -> Result<String, CliError> {
+    let io = |e: String| CliError::Io(e);
+    Ok(match (out, watching) {
+        (Output::Table, _) => {
+            let stamp = if first { String::new() } else { format!("--- {}\n", Timestamp::now().strftime("%H:%M:%S")) };
+            stamp + &table(r, k.all_namespaces, Timestamp::now())
+        }
+        (Output::Json, false) => serde_json::to_string_pretty(r).map_err(|e| io(e.to_string()))? + "\n",
+        (Output::Json, true) => serde_json::to_string(r).map_err(|e| io(e.to_string()))? + "\n",
+        (Output::Yaml, false) => serde_norway::to_string(r).map_err(|e| io(e.to_string()))?,
+        (Output::Yaml, true) => "---\n".to_owned() + &serde_norway::to_string(r).map_err(|e| io(e.to_string()))?,
     })
 }
 
@@ -340,12 +349,13 @@ pub async fn run(k: &Kube, only: Option<&str>, watch: bool, every: Duration, out
     let code = |r: &Report| if r.unhealthy { EXIT_UNHEALTHY } else { 0 };
     let first = gather(k, only).await?;
     if !watch {
-        print!("{}", show(&first, k, out)?);
+        print!("{}", show(&first, k, out, false, true)?);
         return Ok(code(&first));
     }
     // Ages change every second; a new print is for a change of state, not of ages.
     let mut last = first;
-    print!("{}", show(&last, k, out)?);
+    print!("{}", show(&last, k, out, true, true)?);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);
     loop {
@@ -357,10 +367,8 @@ pub async fn run(k: &Kube, only: Option<&str>, watch: bool, every: Duration, out
         let same = Report { policies: strip(&next.policies), ..next.clone() }
             == Report { policies: strip(&last.policies), ..last.clone() };
         if !same {
-            println!("--- {}", Timestamp::now().strftime("%H:%M:%S"));
-            print!("{}", show(&next, k, out)?);
-            use std::io::Write;
-            let _ = std::io::stdout().flush();
+            print!("{}", show(&next, k, out, true, false)?);
+            let _ = std::io::Write::flush(&mut std::io::stdout());
         }
         last = next;
     }
