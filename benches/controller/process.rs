@@ -55,7 +55,20 @@ impl Controller {
             .map(|a| a.port())
             .expect("a free loopback port");
         let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        let child = Command::new(env!("CARGO_BIN_EXE_recovery-controller"))
+        // `RECOVERY_BENCH_WRAPPER` runs the controller under a tool, e.g. `heaptrack -o FILE`
+        // for a heap profile (its CPU and RSS figures are then the tool's, not the controller's).
+        let wrapper = std::env::var("RECOVERY_BENCH_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let bin = env!("CARGO_BIN_EXE_recovery-controller");
+        let mut cmd = match words.next() {
+            Some(tool) => {
+                let mut c = Command::new(tool);
+                c.args(words).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .args(["run", "--namespace", namespace, "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(extra)
             .stdin(Stdio::null())

@@ -65,7 +65,16 @@ pub struct Context {
     pub queues: events::Queues,
     /// The watch caches, by watched namespace (`None`: all namespaces).
     caches: std::sync::Mutex<std::collections::HashMap<Option<String>, Caches>>,
+    /// Policy status writes in flight (see [`POLICY_WRITES_IN_FLIGHT`]).
+    pub policy_writes: tokio::sync::Semaphore,
 }
+
+/// Policy status writes in flight at once. A cycle's first writes come all together (every
+/// policy due at once, their reads batched): unbounded, each opened a connection to the API
+/// server of its own, with its TLS and HTTP buffers (about 30 KiB), and built its request
+/// body while waiting: 348 connections, 10 MiB of heap at 10,000 targets (a heaptrack profile;
+/// see BENCHMARKS.md). The API server takes a few writes at a time anyway.
+pub const POLICY_WRITES_IN_FLIGHT: usize = 32;
 
 /// What one watch scope shares: one watch cache per kind, read by every controller, and a
 /// way to wake its policy controller.
@@ -109,6 +118,7 @@ impl Context {
             probes: Default::default(),
             queues: Default::default(),
             caches: Default::default(),
+            policy_writes: tokio::sync::Semaphore::new(POLICY_WRITES_IN_FLIGHT),
         })
     }
 

@@ -514,6 +514,8 @@ async fn write_status(policy: &RecoveryPolicy, ctx: &Context, status: &RecoveryP
         return Ok(());
     }
     let api: Api<RecoveryPolicy> = Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
+    // The body is built once a permit is held, so waiting writes hold no request.
+    let _permit = ctx.policy_writes.acquire().await.expect("the semaphore is never closed");
     // A merge patch replaces the lists whole, which is what a fresh computation wants; only
     // this controller writes a policy's status, and kube-runtime never reconciles one object
     // twice at once.
