@@ -13,6 +13,7 @@ use crate::api::conditions::{plan as plan_conditions, policy as policy_condition
 use crate::api::incident::{Incident, IncidentPhase};
 use crate::api::plan::{PlanPhase, RecoveryPlan};
 use crate::api::{RecoveryPolicy, Severity};
+use crate::core::detection::Health;
 use crate::core::targets::plan_name;
 
 use super::connect::{CliError, Kube, api_error};
@@ -73,8 +74,8 @@ pub struct TargetRow {
     pub policy: String,
     /// The target's key.
     pub target: String,
-    /// Healthy, Unhealthy or Unknown, from the streaks in the policy's status.
-    pub health: String,
+    /// From the streaks in the policy's status.
+    pub health: Health,
     /// Failing answers in a row, and the policy's failureThreshold.
     pub failing: String,
     /// When the failing streak began.
@@ -148,19 +149,15 @@ pub fn report(
         out.unhealthy |= counts.unhealthy > 0 || status.open_incidents > 0;
         let threshold = p.spec.detection.failure_threshold;
         for t in &status.target_states {
-            let health = match (t.consecutive_failures, t.consecutive_successes) {
-                (f, _) if f > 0 => "Unhealthy",
-                (_, s) if s > 0 => "Healthy",
-                _ => "Unknown",
-            };
-            if only.is_none() && health == "Healthy" && t.open_incident.is_none() {
+            let health = Health::of_streak(t);
+            if only.is_none() && health == Health::Healthy && t.open_incident.is_none() {
                 continue;
             }
             out.targets.push(TargetRow {
                 namespace: ns.clone(),
                 policy: p.name_any(),
                 target: t.target.clone(),
-                health: health.into(),
+                health,
                 failing: format!("{}/{threshold}", t.consecutive_failures),
                 unhealthy_since: t.unhealthy_since.as_ref().map(|m| m.0),
                 incident: t.open_incident.clone(),
@@ -262,7 +259,7 @@ pub fn table(r: &Report, with_namespace: bool, now: Timestamp) -> String {
                 row.extend([
                     t.policy.clone(),
                     t.target.clone(),
-                    t.health.clone(),
+                    format!("{:?}", t.health),
                     t.failing.clone(),
                     age(t.unhealthy_since, now),
                     dash(&t.incident),
@@ -448,7 +445,7 @@ mod tests {
         let r = report(&[shop(1)], &[incident], &[plan], None, at(100));
         assert!(r.unhealthy);
         assert_eq!(r.targets.len(), 1, "only targets that are not healthy");
-        assert_eq!((r.targets[0].health.as_str(), r.targets[0].failing.as_str()), ("Unhealthy", "1/2"));
+        assert_eq!((r.targets[0].health, r.targets[0].failing.as_str()), (Health::Unhealthy, "1/2"));
         let i = &r.incidents[0];
         assert_eq!(i.held.as_deref(), Some("Cooldown: cooling down for 4m"));
         assert_eq!((i.plan_phase.as_deref(), i.progress.as_deref()), (Some("Created"), Some("0/2")));

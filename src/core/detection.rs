@@ -254,13 +254,36 @@ pub struct Woken {
     pub corroborated: BTreeMap<String, String>,
 }
 
+/// A target's health as a probe last told it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Health {
+    /// Healthy.
+    Healthy,
+    /// Unhealthy.
+    Unhealthy,
+    /// Could not tell (AWS error, missing, misplaced), or never probed.
+    Unknown,
+}
+
+impl Health {
+    /// The health a target's state records: its open streak's way (the last answers that
+    /// counted), Unknown before any.
+    pub fn of_streak(s: &TargetState) -> Self {
+        match (s.consecutive_failures, s.consecutive_successes) {
+            (f, _) if f > 0 => Self::Unhealthy,
+            (_, ok) if ok > 0 => Self::Healthy,
+            _ => Self::Unknown,
+        }
+    }
+}
+
 /// How a target not asked about in a cycle counts: by its streak.
 fn counted_by_state(s: &TargetState) -> Probe {
     let none = IncidentMetrics::default();
-    match (s.consecutive_failures, s.consecutive_successes) {
-        (f, _) if f > 0 => Probe::Unhealthy(none),
-        (_, ok) if ok > 0 => Probe::Healthy(none),
-        _ => Probe::Unknown(String::new()),
+    match Health::of_streak(s) {
+        Health::Unhealthy => Probe::Unhealthy(none),
+        Health::Healthy => Probe::Healthy(none),
+        Health::Unknown => Probe::Unknown(String::new()),
     }
 }
 

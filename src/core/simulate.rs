@@ -12,6 +12,7 @@ use crate::api::incident::{IncidentMetrics, IncidentSpec};
 use crate::api::plan::RecoveryPlan;
 use crate::api::policy::{RecoveryPolicySpec, RemediationMode, TargetCounts, TargetState};
 
+pub use super::detection::Health;
 use super::detection::{Decision, Probe, Woken, detect};
 use super::rails::{self, may_act};
 use super::targets::{Target, plan_name, target_label};
@@ -56,17 +57,6 @@ impl Simulation {
     pub fn any_unhealthy(&self) -> bool {
         self.targets.iter().any(|t| t.health == Health::Unhealthy)
     }
-}
-
-/// Health as a probe saw it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Health {
-    /// Healthy.
-    Healthy,
-    /// Unhealthy.
-    Unhealthy,
-    /// Could not tell (AWS error, missing, misplaced).
-    Unknown,
 }
 
 /// What detection would do about a target.
@@ -125,9 +115,8 @@ pub struct Verdict {
 /// Runs detection, planning and the rails over the probe, as one cycle of the controller would.
 pub fn simulate(i: &Inputs) -> Simulation {
     let mut probes = i.probes.clone();
-    let missing: BTreeSet<&String> = i.missing.iter().collect();
-    for key in &missing {
-        probes.insert((*key).clone(), Probe::Unknown("AWS says it does not exist".into()));
+    for key in i.missing {
+        probes.insert(key.clone(), Probe::Unknown("AWS says it does not exist".into()));
     }
     for (key, why) in i.misplaced {
         probes.insert(key.clone(), Probe::Unknown(format!("listed under the wrong kind: {why}")));
