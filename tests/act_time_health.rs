@@ -171,8 +171,12 @@ async fn bunched_answers_do_not_open_an_incident_early() {
     tokio::time::sleep(Duration::from_secs(5)).await; // more than two intervals
     let released = SystemTime::now();
     s.faults.remove_rule(&rule).await;
-    let inc = eventually("the incident", WAIT, || async { policy::incidents(&s.client, &s.ns).await.pop() }).await;
-    let detected = inc.status.and_then(|st| st.detected_at).expect("detectedAt").0;
+    // Its status (detectedAt) is written just after it is created.
+    let detected = eventually("the incident's detectedAt", WAIT, || async {
+        policy::incidents(&s.client, &s.ns).await.pop()?.status?.detected_at
+    })
+    .await
+    .0;
     let after = detected.as_millisecond() as f64 / 1000.0 - epoch_secs(released);
     let answers = s.faults.calls_for("ecs", "DescribeServices", "cluster", &s.cluster).await;
     let times: Vec<f64> = answers.iter().filter_map(|e| e["time"].as_f64()).map(|t| t - epoch_secs(released)).collect();

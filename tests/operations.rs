@@ -122,3 +122,57 @@ async fn leader_election_hands_over_without_repeating_actions() {
     assert_eq!(restarts().await.len(), 1, "the new leader did not repeat the restart");
     eprintln!("leader handover in {handover:?}");
 }
+
+/// The controller's client multiplexes its requests over one HTTP/2 connection to the API
+/// server, where kube's own HTTP/1.1 client opens one connection per request in flight.
+#[tokio::test]
+async fn api_server_requests_share_one_http2_connection() {
+    let path = std::path::PathBuf::from(support::var("KUBECONFIG"));
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("the test kubeconfig is readable");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("kubeconfig");
+    // The connections a client opens: counted by a TCP relay to the API server (TLS passes
+    // through it untouched), after one request and after a burst of 32 at once.
+    let connections = |client: fn(kube::Config) -> kube::Client| {
+        let mut config = config.clone();
+        async move {
+            let url = &config.cluster_url;
+            let server = format!("{}:{}", url.host().expect("a host"), url.port_u16().expect("a port"));
+            let (port, opened) = relay(server).await;
+            config.cluster_url = format!("https://127.0.0.1:{port}").parse().expect("a URL");
+            let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client(config));
+            let params = kube::api::ListParams::default();
+            api.list(&params).await.expect("the API server lists namespaces");
+            let first = opened.load(std::sync::atomic::Ordering::SeqCst);
+            for result in futures::future::join_all((0..32).map(|_| api.list(&params))).await {
+                result.expect("the API server lists namespaces");
+            }
+            (first, opened.load(std::sync::atomic::Ordering::SeqCst))
+        }
+    };
+    let h2 = connections(|c| aws_recovery_controller::controller::client::client(c).expect("a client")).await;
+    let h1 = connections(|c| kube::Client::try_from(c).expect("kube's default client")).await;
+    eprintln!("connections after one request / after 32 more at once: HTTP/2 {h2:?}, kube's HTTP/1.1 {h1:?}");
+    assert_eq!(h2, (1, 1), "one HTTP/2 connection carries the burst");
+    assert!(h1.1 > 1, "the contrast: HTTP/1.1 needs a connection per request in flight ({h1:?})");
+}
+
+/// A TCP relay on loopback to `target` (host:port): its port and the count of connections
+/// it has accepted.
+async fn relay(target: String) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let port = listener.local_addr().expect("bound").port();
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = opened.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (port, opened)
+}

@@ -154,6 +154,8 @@ pub struct Scale {
     pub probe_cycles: f64,
     /// Peak resident set of the controller (VmHWM), KiB.
     pub peak_rss_kib: u64,
+    /// Peaks of its anonymous and file-backed parts, sampled, KiB.
+    pub peak_anon_file_kib: (u64, u64),
     /// Mean policy reconcile duration (from /metrics), seconds.
     pub mean_policy_reconcile: f64,
     /// The baseline.
@@ -224,6 +226,7 @@ pub async fn run(parts: &Parts, cfg: &SdkConfig, faults: &Faults, setup: Setup, 
     let p = scale.policies;
     // Cycle k ends when the count of finished probes reaches k × policies; samples[k] is
     // the CPU at that moment (samples[0] at start).
+    let rss = process::RssSampler::start(controller.pid());
     let mut samples = vec![Cpu::sample(parts, controller.pid())];
     let mut ends = vec![];
     let mut probed = vec![];
@@ -234,6 +237,7 @@ pub async fn run(parts: &Parts, cfg: &SdkConfig, faults: &Faults, setup: Setup, 
         probed.push(done.saturating_sub((k - 1) * p).min(p));
     }
     scale.peak_rss_kib = process::status_kib(controller.pid(), "VmHWM");
+    scale.peak_anon_file_kib = rss.peaks();
     let probes = controller.metric("recovery_probe_cycle_seconds_count").await.unwrap_or_default();
     scale.probe_cycles = probes / p.max(1) as f64;
     let sum = controller.metric("recovery_reconcile_duration_seconds_sum{controller=\"policy\"}").await;

@@ -36,6 +36,45 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_default()
 }
 
+/// The largest resident set of a process, sampled every 100 ms until dropped (the kernel
+/// keeps only the total's peak, VmHWM): its anonymous part (heap, stacks) and its file-backed
+/// part (the binary's code and data as its pages are touched; clean, so the kernel may drop
+/// them under pressure and read them again).
+pub struct RssSampler {
+    peaks: std::sync::Arc<std::sync::Mutex<(u64, u64)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    /// Starts sampling `pid`.
+    pub fn start(pid: u32) -> Self {
+        let peaks = std::sync::Arc::new(std::sync::Mutex::new((0, 0)));
+        let shared = peaks.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let (anon, file) = (status_kib(pid, "RssAnon"), status_kib(pid, "RssFile"));
+                {
+                    let mut p = shared.lock().expect("not poisoned");
+                    *p = (p.0.max(anon), p.1.max(file));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        });
+        Self { peaks, task }
+    }
+
+    /// The peaks so far: (anonymous, file-backed), KiB.
+    pub fn peaks(&self) -> (u64, u64) {
+        *self.peaks.lock().expect("not poisoned")
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// `recovery-controller run` for one namespace, stopped (SIGTERM) when dropped.
 pub struct Controller {
     child: Child,

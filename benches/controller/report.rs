@@ -208,13 +208,13 @@ fn cycle_time(w: &mut String, scales: &[&Scale]) {
     );
     let _ = writeln!(
         w,
-        "| targets | policies probed cold / steady | controller wall cold / steady | baseline wall | baseline ÷ controller (steady) | controller CPU cold / steady | moto CPU steady | apiserver + etcd CPU steady | baseline CPU (driver / moto) | controller peak RSS | mean policy reconcile |"
+        "| targets | policies probed cold / steady | controller wall cold / steady | baseline wall | baseline ÷ controller (steady) | controller CPU cold / steady | moto CPU steady | apiserver + etcd CPU steady | baseline CPU (driver / moto) | controller peak RSS (anon / code) | mean policy reconcile |"
     );
     let _ = writeln!(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for s in scales {
         let _ = writeln!(
             w,
-            "| {} | {} / {} of {} | {:.2} s / {:.2} s{} | {:.2} s | {} | {:.2} s / {:.2} s | {:.2} s | {:.2} s | {:.2} s / {:.2} s | {:.1} MiB | {:.3} s |",
+            "| {} | {} / {} of {} | {:.2} s / {:.2} s{} | {:.2} s | {} | {:.2} s / {:.2} s | {:.2} s | {:.2} s | {:.2} s / {:.2} s | {} | {:.3} s |",
             s.targets,
             s.cold.probed,
             s.steady.probed,
@@ -230,7 +230,7 @@ fn cycle_time(w: &mut String, scales: &[&Scale]) {
             s.steady.cpu.apiserver + s.steady.cpu.etcd,
             s.baseline.cpu,
             s.baseline.moto_cpu,
-            s.peak_rss_kib as f64 / MIB,
+            rss(s),
             s.mean_policy_reconcile
         );
     }
@@ -246,14 +246,14 @@ fn under_latency(w: &mut String, scales: &[&Scale]) {
     );
     let _ = writeln!(
         w,
-        "| targets | controller cycle (steady) | of it ECS + RDS | of it Route 53 | baseline cycle | baseline ÷ controller | controller CPU steady | controller peak RSS |"
+        "| targets | controller cycle (steady) | of it ECS + RDS | of it Route 53 | baseline cycle | baseline ÷ controller | controller CPU steady | controller peak RSS (anon / code) |"
     );
     let _ = writeln!(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for s in scales {
         let sampled = s.baseline.sampled.map(|n| format!(" (from {n})")).unwrap_or_default();
         let _ = writeln!(
             w,
-            "| {} | {:.2} s | {:.2} s | {:.2} s | {:.1} s{sampled} | {} | {:.2} s | {:.1} MiB |",
+            "| {} | {:.2} s | {:.2} s | {:.2} s | {:.1} s{sampled} | {} | {:.2} s | {} |",
             s.targets,
             s.steady.wall,
             s.steady.ecs_rds_span,
@@ -261,10 +261,17 @@ fn under_latency(w: &mut String, scales: &[&Scale]) {
             s.baseline.wall,
             ratio(s.baseline.wall, s.steady.wall),
             s.steady.cpu.controller,
-            s.peak_rss_kib as f64 / MIB
+            rss(s)
         );
     }
     let _ = writeln!(w);
+}
+
+/// Peak RSS with the sampled peaks of its parts: anonymous memory (heap, stacks) and the
+/// binary's pages (file-backed, clean).
+fn rss(s: &Scale) -> String {
+    let (anon, file) = s.peak_anon_file_kib;
+    format!("{:.1} MiB ({:.1} / {:.1})", s.peak_rss_kib as f64 / MIB, anon as f64 / MIB, file as f64 / MIB)
 }
 
 fn api(w: &mut String, scales: &[&Scale]) {

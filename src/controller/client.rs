@@ -1,0 +1,69 @@
+//! The controller's client of the API server: kube's own stack (base URI, credentials,
+//! impersonation headers, retries of 429/503/504), over HTTP/2 where the server offers it.
+//!
+//! kube-rs speaks HTTP/1.1 only, so each request in flight holds a connection of its own: a
+//! storm of incidents or the cold cycle's status writes opened 300 of them, each with its
+//! TLS handshake (CPU on both sides) and about 30 KiB of buffers (see BENCHMARKS.md, issue
+//! #21). client-go, which every Kubernetes controller written in Go uses, multiplexes its
+//! requests over one HTTP/2 connection; this does the same. kube-apiserver allows 250 streams
+//! a connection (more than `--concurrency` and the watches need), and HTTP/2 pings find a
+//! dead connection, as client-go's do, where HTTP/1.1 relied on the read timeout.
+
+use std::time::Duration;
+
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use kube::client::retry::RetryPolicy;
+use kube::client::{Body, ClientBuilder, ConfigExt, RustlsTlsError};
+use kube::{Client, Config};
+use tower::ServiceBuilder;
+use tower::retry::RetryLayer;
+
+/// How often an HTTP/2 connection is pinged when nothing arrives on it (client-go's
+/// `ReadIdleTimeout`).
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection is dropped and its requests
+/// fail, to be retried on a new one (client-go's `PingTimeout`).
+const PING_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A client for `config`, over HTTP/2 when the API server negotiates it (TLS with ALPN),
+/// else HTTP/1.1. A proxy in the kubeconfig is left to kube's own stack.
+pub fn client(config: Config) -> Result<Client, kube::Error> {
+    if config.proxy_url.is_some() {
+        return Client::try_from(config);
+    }
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may have installed one meanwhile; either is the same provider.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(config.connect_timeout);
+    let tls =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config.rustls_client_config()?).https_or_http();
+    let tls = match &config.tls_server_name {
+        Some(name) => {
+            let name =
+                name.clone().try_into().map_err(|e| kube::Error::RustlsTls(RustlsTlsError::InvalidServerName(e)))?;
+            tls.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        None => tls,
+    };
+    // ALPN offers h2 and http/1.1; the server picks.
+    let https = tls.enable_all_versions().wrap_connector(http);
+    let hyper = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .http2_keep_alive_interval(PING_INTERVAL)
+        .http2_keep_alive_timeout(PING_TIMEOUT)
+        .http2_keep_alive_while_idle(true)
+        .build::<_, Body>(https);
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.default_retry.then(|| RetryLayer::new(RetryPolicy::server_retry())))
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(hyper);
+    Ok(ClientBuilder::new(service, config.default_namespace.clone()).build())
+}
