@@ -47,15 +47,9 @@ struct RunArgs {
     /// incidents and plans, which carry the policy's labels.
     #[arg(long, env = "RECOVERY_POLICY_SELECTOR")]
     policy_selector: Option<String>,
-    /// Incidents and plans reconciled at once (each kind). A reconcile mostly waits on the
-    /// API server (over one HTTP/2 connection) and AWS (whose calls --aws-in-flight bounds),
-    /// so a storm of a hundred incidents moves at once rather than sixteen at a time.
-    #[arg(long, env = "RECOVERY_CONCURRENCY", default_value_t = 128)]
+    /// Incidents, plans and alert deliveries reconciled at once (each kind).
+    #[arg(long, env = "RECOVERY_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
-    /// Alert deliveries reconciled at once: the receivers (an SMTP relay, Slack, PagerDuty)
-    /// are people's services, with connection and rate limits of their own.
-    #[arg(long, env = "RECOVERY_ALERT_CONCURRENCY", default_value_t = 16)]
-    alert_concurrency: u16,
     /// Policies probed at once. A probe mostly waits on AWS (whose calls --aws-in-flight
     /// bounds), and probes running together share their reads: when every policy due at
     /// once fits, every read is batched to the minimum. A waiting probe costs under 1 KB
@@ -224,7 +218,6 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         namespaces: args.namespaces.clone(),
         selector: args.policy_selector.clone(),
         concurrency: args.concurrency,
-        alert_concurrency: args.alert_concurrency,
         probe_concurrency: args.probe_concurrency,
     };
     tracing::info!(namespaces = ?scope.namespaces, selector = ?scope.selector, leader_election = args.leader_election, event_queues = ?ctx.queues.urls(), "starting");

@@ -26,10 +26,15 @@ const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// fail, to be retried on a new one (client-go's `PingTimeout`).
 const PING_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Set (to anything), the controller speaks HTTP/1.1 to the API server: the variable
+/// client-go honours for the same choice, for a path that mishandles HTTP/2.
+pub const DISABLE_HTTP2: &str = "DISABLE_HTTP2";
+
 /// A client for `config`, over HTTP/2 when the API server negotiates it (TLS with ALPN),
-/// else HTTP/1.1. A proxy in the kubeconfig is left to kube's own stack.
+/// else HTTP/1.1. A proxy in the kubeconfig, or [`DISABLE_HTTP2`] set, leaves it to kube's
+/// own stack (HTTP/1.1).
 pub fn client(config: Config) -> Result<Client, kube::Error> {
-    if config.proxy_url.is_some() {
+    if config.proxy_url.is_some() || std::env::var_os(DISABLE_HTTP2).is_some() {
         return Client::try_from(config);
     }
     if rustls::crypto::CryptoProvider::get_default().is_none() {

@@ -328,10 +328,8 @@ pub struct Scope {
     /// Label selector on policies (sharding). Incidents and plans carry their policy's
     /// labels, so the same selector picks them.
     pub selector: Option<String>,
-    /// Incidents or plans reconciled at once.
+    /// Incidents, plans or alerts reconciled at once.
     pub concurrency: u16,
-    /// Alert deliveries reconciled at once.
-    pub alert_concurrency: u16,
     /// Policies reconciled (probed) at once.
     pub probe_concurrency: u16,
 }
@@ -404,7 +402,7 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, scope: Scope) {
         .for_each(|r| log_result("incident", r));
     let alerts = Controller::for_shared_stream(incident_to_alerts, incident_store)
         .owns_shared_stream(plan_to_alerts)
-        .with_config(kube::runtime::controller::Config::default().concurrency(scope.alert_concurrency))
+        .with_config(cfg.clone())
         .graceful_shutdown_on(shutdown_signal())
         .run(|o, c| measured("alert", c.clone(), alerts::reconcile(o, c)), error_policy, ctx.clone())
         .for_each(|r| log_result("alert", r));
