@@ -1,12 +1,13 @@
 //! The controller's client of the API server: kube's own stack (base URI, credentials,
 //! impersonation headers, retries of 429/503/504), over HTTP/2 where the server offers it.
 //!
-//! kube-rs speaks HTTP/1.1 only, so each request in flight holds a connection of its own: a
-//! storm of incidents or the cold cycle's status writes opened 300 of them, each with its
-//! TLS handshake (CPU on both sides) and about 30 KiB of buffers (see BENCHMARKS.md, issue
-//! #21). client-go, which every Kubernetes controller written in Go uses, multiplexes its
-//! requests over one HTTP/2 connection; this does the same. kube-apiserver allows 250 streams
-//! a connection (more than `--concurrency` and the watches need), and HTTP/2 pings find a
+//! kube-rs speaks HTTP/1.1 only, so each request in flight holds a connection of its own: the
+//! cold cycle's status writes at 10,000 targets opened over 300 of them, each with its TLS
+//! handshake and about 30 KiB of buffers (a heap profile; see BENCHMARKS.md, issue #21).
+//! client-go, which every Kubernetes controller written in Go uses, multiplexes its requests
+//! over one HTTP/2 connection; this does the same. kube-apiserver allows at least 250 streams
+//! a connection (Go's default), more than the reconciles in flight and the watches need, and
+//! a request beyond the limit waits for a stream rather than failing. HTTP/2 pings find a
 //! dead connection, as client-go's do, where HTTP/1.1 relied on the read timeout.
 
 use std::time::Duration;
