@@ -44,6 +44,11 @@ pub fn client(config: Config) -> Result<Client, kube::Error> {
     }
     let mut http = HttpConnector::new();
     http.enforce_http(false);
+    // As Go's net package does for every connection client-go opens. hyper writes a request's
+    // HEADERS and DATA frames apart, and with Nagle's algorithm the second waited for the
+    // server's delayed ACK: every request with a body took 40 ms more (an Event's create,
+    // 43 ms at the API server; 2 ms with this).
+    http.set_nodelay(true);
     http.set_connect_timeout(config.connect_timeout);
     let tls =
         hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config.rustls_client_config()?).https_or_http();
