@@ -62,7 +62,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         // Claim, then send, then record. Both writes re-read and retry on a conflict (the
         // recovery controllers write the same status): failing the record after a send
         // would send again.
-        inc = with_status(&incidents, &inc.name_any(), |s| claim(s, kind, channel, now())).await?;
+        inc = with_status(&ctx, &incidents, &inc.name_any(), |s| claim(s, kind, channel, now())).await?;
         let paused = crate::core::pause::for_target(&policy.spec.remediation, &inc.spec.target, now());
         let mut alert = build(&inc, plan.as_ref(), &spec, kind);
         alert.paused = paused.map(crate::core::pause::describe);
@@ -76,7 +76,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
             Err((e, retryable)) => warn!(?kind, ?channel, retryable, error = %e, "alert not delivered"),
         }
         let generation = inc.metadata.generation;
-        inc = with_status(&incidents, &inc.name_any(), |s| {
+        inc = with_status(&ctx, &incidents, &inc.name_any(), |s| {
             record(s, kind, channel, outcome.clone(), now());
             let (failing, message) = delivery_failure(s);
             let reason = if failing { reason::DELIVERY_FAILED } else { reason::DELIVERED };
@@ -94,6 +94,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
 
 /// Applies `change` to the incident's status as read now, retrying on write conflicts.
 async fn with_status(
+    ctx: &Context,
     api: &Api<Incident>,
     name: &str,
     mut change: impl FnMut(&mut crate::api::incident::IncidentStatus),
@@ -102,7 +103,7 @@ async fn with_status(
     loop {
         let mut inc = api.get(name).await?;
         change(inc.status.get_or_insert_with(Default::default));
-        match replace_status(api, &inc).await {
+        match replace_status(ctx, api, &inc).await {
             Err(kube::Error::Api(e)) if e.code == 409 && attempt < 10 => attempt += 1,
             other => return Ok(other?),
         }

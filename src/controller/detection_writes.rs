@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta};
 use kube::{Resource, ResourceExt};
 
 use crate::api::conditions::incident as conditions;
@@ -15,7 +15,7 @@ use crate::api::{RecoveryPolicy, common};
 use crate::core::targets::Target;
 use crate::core::time::since;
 
-use super::{MANAGER, POLICY_LABEL, replace_status};
+use super::{Context, POLICY_LABEL, create, replace_status};
 
 /// Without a change of metrics, lastSeenAt is refreshed at most this often, so a long
 /// incident costs one write per interval instead of one per probe.
@@ -24,6 +24,7 @@ const LAST_SEEN_REFRESH: Duration = Duration::from_secs(300);
 /// Creates the incident, or finds it if an earlier attempt already did; then makes sure its
 /// status says Detected. Returns the incident and whether this call created it.
 pub async fn open(
+    ctx: &Context,
     api: &Api<Incident>,
     policy: &RecoveryPolicy,
     target: &Target,
@@ -59,8 +60,7 @@ pub async fn open(
         spec,
         status: None,
     };
-    let pp = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
-    let (mut inc, created) = match api.create(&pp, &obj).await {
+    let (mut inc, created) = match create(ctx, api, &obj).await {
         Ok(inc) => (inc, true),
         Err(kube::Error::Api(e)) if e.code == 409 => (api.get(name).await?, false),
         Err(e) => return Err(e),
@@ -73,7 +73,7 @@ pub async fn open(
             metrics: Some(metrics.clone()),
             ..IncidentStatus::default()
         });
-        inc = replace_status(api, &inc).await?;
+        inc = replace_status(ctx, api, &inc).await?;
     }
     Ok((inc, created))
 }
@@ -92,6 +92,7 @@ pub fn up_to_date(inc: &Incident, metrics: &IncidentMetrics, now: Timestamp) -> 
 /// changed or lastSeenAt is stale. Returns false when the incident no longer exists (a
 /// person deleted it), so detection can open a new one.
 pub async fn still_unhealthy(
+    ctx: &Context,
     api: &Api<Incident>,
     name: &str,
     metrics: &IncidentMetrics,
@@ -107,12 +108,13 @@ pub async fn still_unhealthy(
     }
     status.metrics = Some(metrics.clone());
     status.last_seen_at = Some(Time(now));
-    replace_status(api, &inc).await?;
+    replace_status(ctx, api, &inc).await?;
     Ok(true)
 }
 
 /// Marks an incident Resolved. Returns the incident if this call resolved it.
 pub async fn resolve(
+    ctx: &Context,
     api: &Api<Incident>,
     name: &str,
     metrics: Option<&IncidentMetrics>,
@@ -132,5 +134,5 @@ pub async fn resolve(
         status.metrics = Some(m.clone());
     }
     common::set_condition(&mut status.conditions, conditions::RESOLVED, true, reason, message, generation, now);
-    Ok(Some(replace_status(api, &inc).await?))
+    Ok(Some(replace_status(ctx, api, &inc).await?))
 }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -25,7 +25,7 @@ use crate::api::policy::RemediationMode;
 use crate::core::planning::plan_steps;
 use crate::core::targets::{plan_name, target_label};
 
-use super::{Context, Error, MANAGER, now, replace_status};
+use super::{Context, Error, now, replace_status};
 
 /// Reconciles one incident.
 #[instrument(skip_all, fields(incident = %incident.name_any(), namespace = incident.namespace().unwrap_or_default()))]
@@ -100,7 +100,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
                     dry_run,
                     steps,
                 };
-                create_plan(&plans, &incident, &name, spec).await?;
+                create_plan(&ctx, &plans, &incident, &name, spec).await?;
                 info!(plan = %name, "plan created");
                 ctx.event(
                     &incident,
@@ -159,7 +159,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
                 ) {
                     ctx.event(&incident, EventType::Warning, reason::REMEDIATION_FAILED, action::REMEDIATE, msg);
                 }
-                if let Some(patched) = escalate(&incidents, &incident, &name).await? {
+                if let Some(patched) = escalate(&ctx, &incidents, &incident, &name).await? {
                     // The patch was guarded by the same resourceVersion and touched no
                     // status, so the status computed here is still current.
                     next.metadata.resource_version = patched.metadata.resource_version;
@@ -169,12 +169,13 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         }
     }
     if next.status != incident.status {
-        replace_status(&incidents, &next).await?;
+        replace_status(&ctx, &incidents, &next).await?;
     }
     Ok(Action::await_change())
 }
 
 async fn create_plan(
+    ctx: &Context,
     api: &Api<RecoveryPlan>,
     incident: &Incident,
     name: &str,
@@ -196,7 +197,7 @@ async fn create_plan(
         spec,
         status: None,
     };
-    match api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &plan).await {
+    match super::create(ctx, api, &plan).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()), // made by an earlier attempt
         Err(e) => Err(e.into()),
@@ -205,7 +206,12 @@ async fn create_plan(
 
 /// Raises the severity one level, once per failed plan: the annotation and the new severity
 /// are written in one patch, guarded by the resourceVersion.
-async fn escalate(api: &Api<Incident>, incident: &Incident, plan: &str) -> Result<Option<Incident>, Error> {
+async fn escalate(
+    ctx: &Context,
+    api: &Api<Incident>,
+    incident: &Incident,
+    plan: &str,
+) -> Result<Option<Incident>, Error> {
     if incident.annotations().get(ESCALATED_ANNOTATION).map(String::as_str) == Some(plan) {
         return Ok(None);
     }
@@ -216,5 +222,8 @@ async fn escalate(api: &Api<Incident>, incident: &Incident, plan: &str) -> Resul
         },
         "spec": { "severity": incident.spec.severity.raised() },
     });
-    Ok(Some(api.patch(&incident.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?))
+    let _writing = ctx.state_write();
+    let patched = api.patch(&incident.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    ctx.wrote(&patched);
+    Ok(Some(patched))
 }

@@ -9,12 +9,14 @@ pub mod incident;
 pub mod plan;
 pub mod policy;
 pub mod probes;
+pub mod recorder;
 pub mod retention;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::core::DeserializeGuard;
@@ -44,7 +46,9 @@ pub struct Context {
     /// AWS clients and process-wide AWS limits.
     pub aws: ClientCache,
     /// Events to publish, in order, by one background task (see [`Context::event`]).
-    events: tokio::sync::mpsc::Sender<Outgoing>,
+    events: tokio::sync::mpsc::Sender<recorder::Outgoing>,
+    /// This process's state writes in flight, which Events give way to (see [`recorder`]).
+    state_writes: Arc<recorder::StateWrites>,
     /// Per-policy locks serialising plan starts (see `plan::reconcile`); each holds the
     /// name of the last plan started under it.
     locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<Option<String>>>>>,
@@ -89,6 +93,41 @@ pub struct Caches {
     pub plans: Store<RecoveryPlan>,
     /// Asks for a policy's reconcile (a probe of it has finished).
     pub wake_policy: tokio::sync::mpsc::UnboundedSender<ObjectRef<RecoveryPolicy>>,
+    /// This process's own writes, on their way into the caches (see [`Context::wrote`]).
+    written: Written,
+}
+
+/// Objects as the API server answered this process's writes, one channel per kind, each
+/// feeding the kind's watch cache beside its watch (see [`shared`]).
+#[derive(Clone)]
+struct Written {
+    policies: UnboundedSender<RecoveryPolicy>,
+    incidents: UnboundedSender<Incident>,
+    plans: UnboundedSender<RecoveryPlan>,
+}
+
+/// A kind with a watch cache: where this process's writes of it go (see [`Context::wrote`]).
+pub trait Cached: Resource<DynamicType = ()> + Clone + Sized {
+    /// The channel into this kind's cache.
+    fn written(caches: &Caches) -> &UnboundedSender<Self>;
+}
+
+impl Cached for RecoveryPolicy {
+    fn written(caches: &Caches) -> &UnboundedSender<Self> {
+        &caches.written.policies
+    }
+}
+
+impl Cached for Incident {
+    fn written(caches: &Caches) -> &UnboundedSender<Self> {
+        &caches.written.incidents
+    }
+}
+
+impl Cached for RecoveryPlan {
+    fn written(caches: &Caches) -> &UnboundedSender<Self> {
+        &caches.written.plans
+    }
 }
 
 /// How long a reconcile waits for a cache's initial list before asking the API server.
@@ -104,10 +143,12 @@ impl Context {
         allow_insecure_endpoints: bool,
     ) -> Arc<Self> {
         let reporter = Reporter { controller: MANAGER.into(), instance };
-        let (events, queue) = tokio::sync::mpsc::channel(EVENT_QUEUE);
-        tokio::spawn(publish_events(Recorder::new(client.clone(), reporter), queue));
+        let (events, queue) = tokio::sync::mpsc::channel(recorder::EVENT_QUEUE);
+        let state_writes = Arc::new(recorder::StateWrites::default());
+        tokio::spawn(recorder::publish(Recorder::new(client.clone(), reporter), queue, state_writes.clone()));
         Arc::new(Self {
             events,
+            state_writes,
             client,
             aws,
             locks: Default::default(),
@@ -173,6 +214,28 @@ impl Context {
         Ok(Api::<K>::namespaced(self.client.clone(), ns).get_opt(name).await?.map(Arc::new))
     }
 
+    /// Hands an object as the API server answered a write of it to its kind's cache, so that
+    /// the next read, and the controllers triggered by it, see it at once rather than after
+    /// the watch brings it. In a storm of incidents the watches lag by hundreds of
+    /// milliseconds, and each incident's way to its first action is several writes that wait
+    /// on the one before (the incident's status, the policy's counts, the plan): client-go's
+    /// controllers keep a mutation cache for the same reason. The cache takes a copy only if
+    /// it is newer than the one it holds, so the watch's later copy of the same version is
+    /// dropped (one trigger per version), and an object deleted meanwhile stays deleted.
+    pub fn wrote<K: Cached>(&self, obj: &K) {
+        let Some(ns) = obj.meta().namespace.as_deref() else { return };
+        if let Some(written) = self.in_scope(ns, |scope| K::written(scope).clone()) {
+            // Closed only when the watch has stopped (the process is ending).
+            let _ = written.unbounded_send(obj.clone());
+        }
+    }
+
+    /// Marks a write of an incident's, plan's or policy's state in flight until dropped:
+    /// Events wait for a pause in them (see [`recorder`]).
+    pub fn state_write(&self) -> recorder::Writing {
+        self.state_writes.begin()
+    }
+
     /// The lock of one policy.
     pub fn policy_lock(&self, namespace: &str, policy: &str) -> Arc<tokio::sync::Mutex<Option<String>>> {
         let mut locks = self.locks.lock().expect("not poisoned");
@@ -217,7 +280,8 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if self.events.try_send(Outgoing::Event(Box::new((ev, obj.object_ref(&()))))).is_err() {
+        let queued = recorder::Outgoing::Event(Box::new((ev, obj.object_ref(&()))), tokio::time::Instant::now());
+        if self.events.try_send(queued).is_err() {
             // Only while the API server has been refusing Events for thousands in a row;
             // status still carries every decision.
             tracing::warn!(reason, "event queue full; dropping the event");
@@ -227,32 +291,8 @@ impl Context {
     /// Waits until every Event queued so far is published (at shutdown).
     pub async fn flush_events(&self) {
         let (done, published) = tokio::sync::oneshot::channel();
-        if self.events.send(Outgoing::Flush(done)).await.is_ok() {
+        if self.events.send(recorder::Outgoing::Flush(done)).await.is_ok() {
             let _ = published.await;
-        }
-    }
-}
-
-/// Events waiting to be published; beyond this, new ones are dropped.
-const EVENT_QUEUE: usize = 4096;
-
-enum Outgoing {
-    Event(Box<(Event, k8s_openapi::api::core::v1::ObjectReference)>),
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
-
-async fn publish_events(recorder: Recorder, mut queue: tokio::sync::mpsc::Receiver<Outgoing>) {
-    while let Some(next) = queue.recv().await {
-        match next {
-            Outgoing::Event(event) => {
-                let (ev, reference) = *event;
-                if let Err(e) = recorder.publish(&ev, &reference).await {
-                    tracing::warn!(error = %e, reason = ev.reason, "could not record event");
-                }
-            }
-            Outgoing::Flush(done) => {
-                let _ = done.send(());
-            }
         }
     }
 }
@@ -294,13 +334,29 @@ pub fn error_policy<K>(_obj: Arc<K>, err: &Error, _ctx: Arc<Context>) -> Action 
 }
 
 /// Writes an object's status with its resourceVersion as a precondition: a concurrent writer
-/// makes this fail with 409, and the reconcile re-reads instead of overwriting.
-pub async fn replace_status<K>(api: &Api<K>, obj: &K) -> Result<K, kube::Error>
+/// makes this fail with 409, and the reconcile re-reads instead of overwriting. What the
+/// API server answers goes to the cache (see [`Context::wrote`]).
+pub async fn replace_status<K>(ctx: &Context, api: &Api<K>, obj: &K) -> Result<K, kube::Error>
 where
-    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K: Cached + Serialize + DeserializeOwned + std::fmt::Debug,
 {
-    api.replace_status(&obj.name_any(), &PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, obj)
-        .await
+    let _writing = ctx.state_write();
+    let written = api
+        .replace_status(&obj.name_any(), &PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, obj)
+        .await?;
+    ctx.wrote(&written);
+    Ok(written)
+}
+
+/// Creates an object; what the API server answers goes to the cache (see [`Context::wrote`]).
+pub async fn create<K>(ctx: &Context, api: &Api<K>, obj: &K) -> Result<K, kube::Error>
+where
+    K: Cached + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let _writing = ctx.state_write();
+    let created = api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, obj).await?;
+    ctx.wrote(&created);
+    Ok(created)
 }
 
 /// Now, as the API's timestamp type.
@@ -371,11 +427,11 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, scope: Scope) {
     };
     // One watch per kind, whatever the number of controllers reading it: each object
     // is decoded and cached once, and the reconcilers read each other's kinds from it.
-    let (policy_store, [policy_trigger, policy_to_plans], policy_watch) =
+    let (policy_store, [policy_trigger, policy_to_plans], policies_written, policy_watch) =
         shared(ctx.clone(), api::<DeserializeGuard<RecoveryPolicy>>(client, &namespace), watch.clone());
-    let (incident_store, [incident_trigger, incident_to_alerts], incident_watch) =
+    let (incident_store, [incident_trigger, incident_to_alerts], incidents_written, incident_watch) =
         shared(ctx.clone(), api::<DeserializeGuard<Incident>>(client, &namespace), watch.clone());
-    let (plan_store, [plan_trigger, plan_to_incidents, plan_to_alerts], plan_watch) =
+    let (plan_store, [plan_trigger, plan_to_incidents, plan_to_alerts], plans_written, plan_watch) =
         shared(ctx.clone(), api::<DeserializeGuard<RecoveryPlan>>(client, &namespace), watch);
     let (wake_policy, woken) = tokio::sync::mpsc::unbounded_channel();
     let caches = Caches {
@@ -383,6 +439,7 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, scope: Scope) {
         incidents: incident_store.clone(),
         plans: plan_store.clone(),
         wake_policy,
+        written: Written { policies: policies_written, incidents: incidents_written, plans: plans_written },
     };
     ctx.caches.lock().expect("not poisoned").insert(namespace.clone(), caches);
 
@@ -449,7 +506,8 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>, scope: Scope) {
 const WATCH_BUFFER: usize = 1024;
 
 /// One watch of `K` for `N` controllers: the cache, a stream of changed objects for each
-/// controller, and the future that drives the watch. The cache keeps its objects without
+/// controller, the channel by which this process's own writes join the watch (see
+/// [`Context::wrote`] and [`Freshness`]), and the future that drives both. The cache keeps its objects without
 /// `metadata.managedFields` — the server-side-apply bookkeeping that every status write
 /// extends and nothing here reads; at 10,000 targets the policies' copies of it were the
 /// largest share of the heap.
@@ -463,18 +521,28 @@ fn shared<K, const N: usize>(
     ctx: Arc<Context>,
     api: Api<DeserializeGuard<K>>,
     watch: watcher::Config,
-) -> (Store<K>, [ReflectHandle<K>; N], impl std::future::Future<Output = ()>)
+) -> (Store<K>, [ReflectHandle<K>; N], UnboundedSender<K>, impl std::future::Future<Output = ()>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (reader, writer) = kube::runtime::reflector::store_shared(WATCH_BUFFER);
     let handles = std::array::from_fn(|_| writer.subscribe().expect("a shared store can be subscribed to"));
-    let cached = reader.clone();
-    let driver = watcher(api, watch)
-        .default_backoff()
+    let (cached, fresh) = (reader.clone(), reader.clone());
+    let (written, own_writes) = futures::channel::mpsc::unbounded();
+    let watched = watcher(api, watch).default_backoff().filter_map(move |event| {
+        futures::future::ready(match event {
+            Ok(event) => decoded(&ctx, &cached, event).map(|e| Ok((e, Origin::Watch))),
+            Err(e) => Some(Err(e)),
+        })
+    });
+    let own_writes = own_writes.map(|o| Ok((watcher::Event::Apply(o), Origin::OwnWrite)));
+    let mut freshness = Freshness::default();
+    // Each event is in the cache before the next is looked at (the reflector applies one at
+    // a time), so the freshness check sees every copy that came before.
+    let driver = futures::stream::select(watched, own_writes)
         .filter_map(move |event| {
             futures::future::ready(match event {
-                Ok(event) => decoded(&ctx, &cached, event).map(Ok),
+                Ok((event, origin)) => freshness.admit(&fresh, &event, origin).then_some(Ok(event)),
                 Err(e) => Some(Err(e)),
             })
         })
@@ -485,7 +553,72 @@ where
                 tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying with backoff");
             }
         });
-    (reader, handles, driver)
+    (reader, handles, written, driver)
+}
+
+/// Where an object copy for a watch cache comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// The watch.
+    Watch,
+    /// The API server's answer to this process's write (see [`Context::wrote`]).
+    OwnWrite,
+}
+
+/// Keeps a watch cache fed by two streams, the watch and this process's writes, from going
+/// back in time: a copy is taken only if it is newer than the cached one, and a write's
+/// answer that arrives after the watch reported the object deleted is dropped. Deletions
+/// are remembered for [`TOMBSTONE_TTL`], far longer than the answer to a write takes to
+/// arrive after the watch's report of a later deletion.
+struct Freshness<K: kube::runtime::reflector::Lookup>
+where
+    K::DynamicType: Eq + std::hash::Hash,
+{
+    /// Deleted objects: the resourceVersion of the deletion, and when it was seen.
+    tombstones: std::collections::HashMap<ObjectRef<K>, (String, std::time::Instant)>,
+    /// Size at which old tombstones are swept next.
+    sweep_at: usize,
+}
+
+/// How long a deletion is remembered (see [`Freshness`]).
+const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+
+impl<K: Resource<DynamicType = ()> + Clone> Default for Freshness<K> {
+    fn default() -> Self {
+        Self { tombstones: Default::default(), sweep_at: 64 }
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Clone> Freshness<K> {
+    /// Whether `event` goes into the cache `cached`.
+    fn admit(&mut self, cached: &Store<K>, event: &watcher::Event<K>, origin: Origin) -> bool {
+        let (watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) = event else {
+            return true; // a relist replaces the cache whole
+        };
+        let at = ObjectRef::from_obj(obj);
+        let version = obj.meta().resource_version.as_deref().unwrap_or_default();
+        let held = cached.get(&at);
+        let held = held.as_ref().and_then(|o| o.meta().resource_version.as_deref());
+        match event {
+            watcher::Event::Delete(_) => {
+                self.remember(at, version);
+                true
+            }
+            _ => {
+                let deleted = self.tombstones.get(&at).map(|(v, _)| v.as_str());
+                crate::core::versions::admit(version, held, deleted, origin == Origin::OwnWrite)
+            }
+        }
+    }
+
+    fn remember(&mut self, at: ObjectRef<K>, version: &str) {
+        let now = std::time::Instant::now();
+        self.tombstones.insert(at, (version.to_owned(), now));
+        if self.tombstones.len() >= self.sweep_at {
+            self.tombstones.retain(|_, (_, seen)| now.duration_since(*seen) < TOMBSTONE_TTL);
+            self.sweep_at = (2 * self.tombstones.len()).max(64);
+        }
+    }
 }
 
 /// A watch event of possibly undecodable objects → the event of decoded ones, if any (see
@@ -620,5 +753,55 @@ pub(crate) mod testing {
             "spec": {"aws": {"region": "us-east-1"}, "targets": {}}
         }))
         .expect("a policy")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::reflector::{ObjectRef, store};
+    use kube::runtime::watcher::Event;
+
+    use super::{Freshness, Origin};
+    use crate::api::RecoveryPolicy;
+
+    fn at(version: &str) -> RecoveryPolicy {
+        let mut policy = super::testing::policy();
+        policy.metadata.resource_version = Some(version.into());
+        policy
+    }
+
+    /// The watch cache fed by the watch and by this process's writes, as `shared` feeds it.
+    #[test]
+    fn the_cache_keeps_the_newest_copy_and_deleted_objects_stay_deleted() {
+        let (cache, mut writer) = store::<RecoveryPolicy>();
+        let mut freshness = Freshness::default();
+        let mut feed = |event: Event<RecoveryPolicy>, origin| {
+            let admitted = freshness.admit(&cache, &event, origin);
+            if admitted {
+                writer.apply_watcher_event(&event);
+            }
+            admitted
+        };
+        let held = |cache: &kube::runtime::reflector::Store<RecoveryPolicy>| {
+            cache.get(&ObjectRef::new("p").within("n")).and_then(|p| p.metadata.resource_version.clone())
+        };
+        assert!(feed(Event::Init, Origin::Watch) && feed(Event::InitDone, Origin::Watch));
+        assert!(feed(Event::Apply(at("10")), Origin::Watch));
+        // An own write's answer comes first: taken; the watch's copies up to it are not.
+        assert!(feed(Event::Apply(at("12")), Origin::OwnWrite));
+        assert!(!feed(Event::Apply(at("11")), Origin::Watch));
+        assert!(!feed(Event::Apply(at("12")), Origin::Watch));
+        assert_eq!(held(&cache).as_deref(), Some("12"));
+        // The watch is ahead of a late answer: the answer is dropped.
+        assert!(feed(Event::Apply(at("14")), Origin::Watch));
+        assert!(!feed(Event::Apply(at("13")), Origin::OwnWrite));
+        assert_eq!(held(&cache).as_deref(), Some("14"));
+        // Deleted, then an answer to a write made before the deletion: it stays deleted.
+        assert!(feed(Event::Delete(at("15")), Origin::Watch));
+        assert!(!feed(Event::Apply(at("14")), Origin::OwnWrite));
+        assert_eq!(held(&cache), None);
+        // Made again: the new object's copies are taken.
+        assert!(feed(Event::Apply(at("16")), Origin::OwnWrite));
+        assert_eq!(held(&cache).as_deref(), Some("16"));
     }
 }

@@ -219,7 +219,7 @@ async fn persist(
 ) -> Result<RecoveryPlan, Error> {
     if plan.status.as_ref() != Some(&status) {
         plan.status = Some(status);
-        plan = replace_status(api, &plan).await?;
+        plan = replace_status(ctx, api, &plan).await?;
     }
     for t in &transitions {
         record(ctx, &plan, t);

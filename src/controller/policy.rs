@@ -199,7 +199,7 @@ async fn apply_decisions(
                     Decision::Nothing => {}
                     Decision::Open { name, metrics } => {
                         let target = target.expect("open decisions name their target");
-                        let (inc, created) = detection_writes::open(api, policy, &target, &name, &metrics, now).await?;
+                        let (inc, created) = detection_writes::open(ctx, api, policy, &target, &name, &metrics, now).await?;
                         if created {
                             info!(incident = %name, target = %target.key, "incident opened");
                             let note = format!(
@@ -215,7 +215,7 @@ async fn apply_decisions(
                         if cached.is_some_and(|i| detection_writes::up_to_date(&i, &metrics, now)) {
                             return Ok(None);
                         }
-                        if !detection_writes::still_unhealthy(api, &incident, &metrics, now).await? {
+                        if !detection_writes::still_unhealthy(ctx, api, &incident, &metrics, now).await? {
                             warn!(%incident, "open incident is gone or resolved; a new one opens if the target stays unhealthy");
                             return Ok(Some(incident));
                         }
@@ -323,7 +323,7 @@ async fn resolve(
     (reason, message): (&str, &str),
     now: Timestamp,
 ) -> Result<(), Error> {
-    if detection_writes::resolve(api, incident, metrics, reason, message, now).await?.is_some() {
+    if detection_writes::resolve(ctx, api, incident, metrics, reason, message, now).await?.is_some() {
         info!(%incident, reason, "incident resolved");
         let note = format!("resolved incident {incident}: {message}");
         ctx.event(policy, EventType::Normal, reason::INCIDENT_RESOLVED, action::DETECT, note);
@@ -519,8 +519,11 @@ async fn write_status(policy: &RecoveryPolicy, ctx: &Context, status: &RecoveryP
     // A merge patch replaces the lists whole, which is what a fresh computation wants; only
     // this controller writes a policy's status, and kube-runtime never reconciles one object
     // twice at once.
-    api.patch_status(&policy.name_any(), &PatchParams::apply(MANAGER), &Patch::Merge(json!({ "status": status })))
+    let _writing = ctx.state_write();
+    let written = api
+        .patch_status(&policy.name_any(), &PatchParams::apply(MANAGER), &Patch::Merge(json!({ "status": status })))
         .await?;
+    ctx.wrote(&written);
     Ok(())
 }
 

@@ -17,6 +17,7 @@ pub mod simulate;
 pub mod steps;
 pub mod targets;
 pub mod time;
+pub mod versions;
 
 #[cfg(test)]
 pub(crate) mod testing;
