@@ -216,12 +216,14 @@ impl Context {
 
     /// Hands an object as the API server answered a write of it to its kind's cache, so that
     /// the next read, and the controllers triggered by it, see it at once rather than after
-    /// the watch brings it. In a storm of incidents the watches lag by hundreds of
-    /// milliseconds, and each incident's way to its first action is several writes that wait
-    /// on the one before (the incident's status, the policy's counts, the plan): client-go's
-    /// controllers keep a mutation cache for the same reason. The cache takes a copy only if
-    /// it is newer than the one it holds, so the watch's later copy of the same version is
-    /// dropped (one trigger per version), and an object deleted meanwhile stays deleted.
+    /// the watch brings it. An incident's way to its first action is several writes that wait
+    /// on the one before (the incident's status, the policy's counts, the plan), and with
+    /// only the watch between them each step also waited for a watch delivery, and decided on
+    /// copies that its own writes had overtaken: 0.87 refused incident-status writes a plan in
+    /// a storm of 100, none with this (BENCHMARKS.md). client-go's controllers keep a mutation
+    /// cache for the same reason. The cache takes a copy only if it is newer than the one it
+    /// holds, so the watch's later copy of the same version is dropped (one trigger per
+    /// version), and an object the watch reported gone stays gone (see [`Freshness`]).
     pub fn wrote<K: Cached>(&self, obj: &K) {
         let Some(ns) = obj.meta().namespace.as_deref() else { return };
         if let Some(written) = self.in_scope(ns, |scope| K::written(scope).clone()) {
@@ -567,9 +569,9 @@ enum Origin {
 
 /// Keeps a watch cache fed by two streams, the watch and this process's writes, from going
 /// back in time: a copy is taken only if it is newer than the cached one, and a write's
-/// answer that arrives after the watch reported the object deleted is dropped. Deletions
-/// are remembered for [`TOMBSTONE_TTL`], far longer than the answer to a write takes to
-/// arrive after the watch's report of a later deletion.
+/// answer for an object the watch reported gone (deleted, or moved out of its label
+/// selection) is dropped. Deletions are remembered for [`TOMBSTONE_TTL`], far longer than
+/// the answer to a write takes to arrive after the watch's report of a later deletion.
 struct Freshness<K: kube::runtime::reflector::Lookup>
 where
     K::DynamicType: Eq + std::hash::Hash,
@@ -800,8 +802,11 @@ mod tests {
         assert!(feed(Event::Delete(at("15")), Origin::Watch));
         assert!(!feed(Event::Apply(at("14")), Origin::OwnWrite));
         assert_eq!(held(&cache), None);
-        // Made again: the new object's copies are taken.
-        assert!(feed(Event::Apply(at("16")), Origin::OwnWrite));
-        assert_eq!(held(&cache).as_deref(), Some("16"));
+        // Written after the watch reported it gone (deleted, or out of the watch's selection):
+        // left to the watch, which brings an object made again.
+        assert!(!feed(Event::Apply(at("16")), Origin::OwnWrite));
+        assert_eq!(held(&cache), None);
+        assert!(feed(Event::Apply(at("17")), Origin::Watch));
+        assert_eq!(held(&cache).as_deref(), Some("17"));
     }
 }

@@ -8,8 +8,8 @@
 //! own write's is not (the watch brings the same version soon after).
 
 /// Whether a copy at resourceVersion `incoming` goes into the cache, which holds a copy at
-/// `held` (`None`: none), after the watch reported the object deleted at `deleted` (within
-/// the last minute; `None`: not).
+/// `held` (`None`: none), when the watch reported the object gone `deleted` (at that
+/// resourceVersion, within the last minute; `None`: not).
 pub fn admit(incoming: &str, held: Option<&str>, deleted: Option<&str>, own_write: bool) -> bool {
     let newer = |than: &str| match (number(incoming), number(than)) {
         (Some(a), Some(b)) => Some(a > b),
@@ -22,7 +22,10 @@ pub fn admit(incoming: &str, held: Option<&str>, deleted: Option<&str>, own_writ
         (false, None) => true,
         // An own write's answer may come after the watch's later copies, or its deletion.
         (true, Some(held)) => newer(held).unwrap_or(false),
-        (true, None) => deleted.is_none_or(|deleted| newer(deleted).unwrap_or(false)),
+        // The watch reported it gone: deleted, or out of the watch's label selection (a
+        // policy moved to another shard), where a later write must not bring it back. An
+        // object made again comes by the watch.
+        (true, None) => deleted.is_none(),
     }
 }
 
@@ -58,12 +61,11 @@ mod tests {
             // A create's answer: taken; after the watch reported the object deleted, not.
             ("11", None, None, true, true),
             ("11", None, Some("12"), true, false),
-            ("13", None, Some("12"), true, true), // made again, by this write
+            ("13", None, Some("12"), true, false), // made again, or out of the selection: by the watch
             // Versions that are not numbers: the watch decides.
             ("a", Some("10"), None, false, true),
             ("11", Some("b"), None, false, true),
             ("a", Some("10"), None, true, false),
-            ("11", None, Some("b"), true, false),
             ("", None, None, true, true),
         ];
         for &(incoming, held, deleted, own, admitted) in table {
