@@ -509,10 +509,10 @@ const WATCH_BUFFER: usize = 1024;
 
 /// One watch of `K` for `N` controllers: the cache, a stream of changed objects for each
 /// controller, the channel by which this process's own writes join the watch (see
-/// [`Context::wrote`] and [`Freshness`]), and the future that drives both. The cache keeps its objects without
-/// `metadata.managedFields` — the server-side-apply bookkeeping that every status write
-/// extends and nothing here reads; at 10,000 targets the policies' copies of it were the
-/// largest share of the heap.
+/// [`Context::wrote`] and [`Freshness`]), and the future that drives both. The cache keeps
+/// its objects without `metadata.managedFields` — the server-side-apply bookkeeping that
+/// every status write extends and nothing here reads; at 10,000 targets the policies'
+/// copies of it were the largest share of the heap.
 ///
 /// An object that does not decode (a field from a newer CRD under this controller's
 /// `deny_unknown_fields`, say) must not stall the watch for every other object: it is
