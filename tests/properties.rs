@@ -664,11 +664,13 @@ fn run_plan(case: &PlanCase) -> Result<PlanRun, TestCaseError> {
                 rail: Rail::TooManyUnhealthy,
                 message: "6 of 10 targets are unhealthy".into(),
                 until: None,
+                record_after: None,
             }),
             G::HoldFor(secs) => Gate::Hold(Held {
                 rail: Rail::Cooldown,
                 message: "cooldown".into(),
                 until: Some(add(now, Duration::from_secs(secs.into()))),
+                record_after: None,
             }),
             G::Stop => {
                 stopped = true;

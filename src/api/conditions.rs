@@ -83,6 +83,7 @@ pub mod reason {
     /// The policy that allowed the plan (or would) no longer exists.
     pub const POLICY_MISSING: &str = "PolicyMissing";
     /// The policy's target counts predate the incident: the storm guard cannot judge yet.
+    /// Recorded only once the wait outlasts `core::rails::COUNTS_GRACE` after detection.
     pub const COUNTS_PENDING: &str = "CountsPending";
     /// A pause (`remediation.pause`) holds the target's remediation until its `until`.
     pub const PAUSED: &str = "Paused";

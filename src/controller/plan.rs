@@ -307,14 +307,8 @@ fn gate(
     let label = plan.labels().get(TARGET_LABEL).map(String::as_str);
     let mut inputs = rails::for_plan(&policy.spec.remediation, &counts, &plan.name_any(), key, label, siblings, now);
     inputs.aws_circuit_open = aws_circuit_open;
-    // The counts include this incident once the policy's status records it as open (or was
-    // written by a probe after its detection).
-    let recorded = policy.status.as_ref().is_some_and(|s| {
-        s.target_states.iter().any(|t| t.open_incident.as_deref() == Some(plan.spec.incident.as_str()))
-    });
-    let probed = policy.status.as_ref().and_then(|s| s.last_probe_time.as_ref()).map(|t| t.0);
-    let detected = incident.status.as_ref().and_then(|s| s.detected_at.as_ref()).map(|t| t.0);
-    inputs.counts_current = recorded || (probed.is_some() && probed >= detected);
+    inputs.detected_at = incident.status.as_ref().and_then(|s| s.detected_at.as_ref()).map(|t| t.0);
+    inputs.counts_current = rails::counts_include(policy.status.as_ref(), &plan.spec.incident, inputs.detected_at);
     match may_act(&inputs) {
         Ok(()) => Gate::Open,
         Err(held) => Gate::Hold(held),

@@ -8,7 +8,7 @@ use crate::api::common::parse_duration;
 use crate::api::conditions::reason;
 use crate::api::labels::TARGET_LABEL;
 use crate::api::plan::{PlanPhase, RecoveryPlan};
-use crate::api::policy::{RemediationMode, RemediationSpec, TargetCounts};
+use crate::api::policy::{RecoveryPolicyStatus, RemediationMode, RemediationSpec, TargetCounts};
 
 use super::time::add;
 
@@ -58,7 +58,16 @@ pub struct Held {
     pub message: String,
     /// When it may let go by itself (cooldown); `None` when only a change elsewhere frees it.
     pub until: Option<Timestamp>,
+    /// A hold expected to lift within moments by itself is recorded in status only once it
+    /// lasts past this; `None` records it at once. A plan that waits a few milliseconds for
+    /// its policy's counts to arrive then costs no write, no Event and no metric.
+    pub record_after: Option<Timestamp>,
 }
+
+/// How long a plan waits, after its incident's detection, for the policy's counts before
+/// the wait is recorded as a hold. The counts are the incident reconciler's next write after
+/// the incident's own, so they arrive within a second or two even in a storm.
+pub const COUNTS_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything the rails look at, gathered by the controller.
 #[derive(Clone, Debug)]
@@ -81,8 +90,10 @@ pub struct RailInputs {
     pub cooldown: Duration,
     /// Whether the process-wide AWS circuit breaker is open.
     pub aws_circuit_open: bool,
-    /// Whether the target counts come from a probe at or after the incident's detection.
+    /// Whether the target counts include the incident (see [`counts_include`]).
     pub counts_current: bool,
+    /// When the incident was detected; the counts' grace ([`COUNTS_GRACE`]) runs from it.
+    pub detected_at: Option<Timestamp>,
     /// The pause in force for the target (or, policy-wide, for every target), as its end
     /// and a sentence.
     pub paused: Option<(Timestamp, String)>,
@@ -106,6 +117,7 @@ impl RailInputs {
             cooldown: parse_duration(&r.cooldown).unwrap_or_default(),
             aws_circuit_open: false,
             counts_current: true,
+            detected_at: None,
             paused: super::pause::whole_policy(r, now).map(|p| (p.until.0, super::pause::describe(p))),
             now,
         }
@@ -146,10 +158,20 @@ pub fn for_plan(
     inputs
 }
 
+/// Whether the policy's status counts the incident: it records the incident as its target's
+/// open one, or its last probe ran at or after the incident's detection. Until then the storm
+/// guard would judge from counts that do not include this incident.
+pub fn counts_include(policy: Option<&RecoveryPolicyStatus>, incident: &str, detected: Option<Timestamp>) -> bool {
+    let Some(status) = policy else { return false };
+    let recorded = status.target_states.iter().any(|t| t.open_incident.as_deref() == Some(incident));
+    let probed = status.last_probe_time.as_ref().map(|t| t.0);
+    recorded || (probed.is_some() && probed >= detected)
+}
+
 /// Whether a plan may start a mutating step now. Rails are checked in order of how much they
 /// tell a person: a disabled policy first, a transient cooldown last.
 pub fn may_act(i: &RailInputs) -> Result<(), Held> {
-    let held = |rail, message: String, until| Err(Held { rail, message, until });
+    let held = |rail, message: String, until| Err(Held { rail, message, until, record_after: None });
     if i.mode == RemediationMode::Disabled {
         return held(Rail::ModeDisabled, "the policy's remediation mode is Disabled".into(), None);
     }
@@ -159,11 +181,12 @@ pub fn may_act(i: &RailInputs) -> Result<(), Held> {
         return held(Rail::Paused, format!("remediation is paused {pause}"), Some(*until));
     }
     if !i.counts_current {
-        return held(
-            Rail::CountsPending,
-            "waiting for the policy's next probe counts, so the storm guard sees this incident".into(),
-            None,
-        );
+        return Err(Held {
+            rail: Rail::CountsPending,
+            message: "waiting for the policy's next probe counts, so the storm guard sees this incident".into(),
+            until: None,
+            record_after: i.detected_at.map(|d| add(d, COUNTS_GRACE)),
+        });
     }
     // A single unhealthy target is never a storm: without this, every one-target policy
     // would be held by any percentage below 100.
@@ -226,6 +249,7 @@ mod tests {
             cooldown: Duration::from_secs(900),
             aws_circuit_open: false,
             counts_current: true,
+            detected_at: None,
             paused: None,
             now: at(10_000),
         }
@@ -293,6 +317,50 @@ mod tests {
             tweak(&mut i);
             assert_eq!(may_act(&i).err().map(|h| h.rail), want, "{name}");
         }
+    }
+
+    #[test]
+    fn the_counts_include_the_incident_once_recorded_or_probed_after_it() {
+        use crate::api::policy::TargetState;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let status = |open: Option<&str>, probed: Option<i64>| RecoveryPolicyStatus {
+            target_states: vec![TargetState {
+                target: "ecs:prod/web".into(),
+                open_incident: open.map(str::to_owned),
+                ..TargetState::default()
+            }],
+            last_probe_time: probed.map(|s| Time(at(s))),
+            ..RecoveryPolicyStatus::default()
+        };
+        let detected = Some(at(100));
+        let cases: Vec<(&str, Option<RecoveryPolicyStatus>, Option<Timestamp>, bool)> = vec![
+            ("no status yet", None, detected, false),
+            ("recorded as the target's open incident", Some(status(Some("inc-1"), None)), detected, true),
+            ("another incident recorded, probed before", Some(status(Some("inc-0"), Some(99))), detected, false),
+            ("probed at the detection", Some(status(None, Some(100))), detected, true),
+            ("probed after the detection", Some(status(None, Some(101))), detected, true),
+            ("probed before the detection", Some(status(None, Some(99))), detected, false),
+            ("never probed", Some(status(None, None)), detected, false),
+            ("probed, incident not yet detected", Some(status(None, Some(99))), None, true),
+        ];
+        for (name, status, detected, want) in cases {
+            assert_eq!(counts_include(status.as_ref(), "inc-1", detected), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn waiting_for_the_counts_is_recorded_only_after_its_grace() {
+        let mut i = ok();
+        i.counts_current = false;
+        i.detected_at = Some(at(9_998));
+        let held = may_act(&i).unwrap_err();
+        assert_eq!(held.rail, Rail::CountsPending);
+        assert_eq!(held.record_after, Some(add(at(9_998), COUNTS_GRACE)));
+        i.detected_at = None;
+        assert_eq!(may_act(&i).unwrap_err().record_after, None, "no detection time: recorded at once");
+        i.counts_current = true;
+        i.unhealthy_targets = 9;
+        assert_eq!(may_act(&i).unwrap_err().record_after, None, "the storm guard's hold is recorded at once");
     }
 
     #[test]

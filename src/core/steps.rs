@@ -355,6 +355,14 @@ fn start_plan(i: &Inputs, phase: PlanPhase) -> Next {
 pub use crate::api::conditions::plan::HELD;
 
 fn hold(i: &Inputs, held: &Held) -> Next {
+    if let Some(after) = held.record_after
+        && after > i.now
+    {
+        // Expected to lift within moments (the change that frees it requeues the plan):
+        // recorded only if it lasts.
+        let wait = held.until.map_or(after, |u| u.min(after));
+        return Next::Wait(Some(since(wait, i.now).max(Duration::from_millis(100))));
+    }
     let mut s = i.status.clone();
     s.message = Some(held.message.clone());
     let wait = held.until.map(|u| since(u, i.now).max(Duration::from_secs(1)));

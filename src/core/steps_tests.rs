@@ -292,7 +292,12 @@ fn dry_run_skips_every_step_and_never_acts() {
 }
 
 fn storm() -> Gate {
-    Gate::Hold(Held { rail: Rail::TooManyUnhealthy, message: "6 of 10 targets are unhealthy".into(), until: None })
+    Gate::Hold(Held {
+        rail: Rail::TooManyUnhealthy,
+        message: "6 of 10 targets are unhealthy".into(),
+        until: None,
+        record_after: None,
+    })
 }
 
 #[test]
@@ -326,7 +331,12 @@ fn a_hold_blocks_actions_but_not_verifications() {
 #[test]
 fn cooldown_hold_requeues_at_its_end() {
     let mut p = Plan {
-        gate: Gate::Hold(Held { rail: Rail::Cooldown, message: "cooldown".into(), until: Some(at(60)) }),
+        gate: Gate::Hold(Held {
+            rail: Rail::Cooldown,
+            message: "cooldown".into(),
+            until: Some(at(60)),
+            record_after: None,
+        }),
         ..Plan::new()
     };
     p.persist();
@@ -334,6 +344,40 @@ fn cooldown_hold_requeues_at_its_end() {
         Next::Persist(u) => assert_eq!(u.requeue, Some(Duration::from_secs(60))),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_hold_expected_to_lift_is_recorded_only_once_it_lasts() {
+    let counts = |record_after| {
+        Gate::Hold(Held {
+            rail: Rail::CountsPending,
+            message: "waiting for the counts".into(),
+            until: None,
+            record_after: Some(record_after),
+        })
+    };
+    for at_first_action in [false, true] {
+        let mut p = if at_first_action { Plan::new().at_first_action() } else { Plan::new() };
+        if !at_first_action {
+            p.persist(); // Created
+        }
+        let before = p.status.clone();
+        p.gate = counts(add(p.now, Duration::from_secs(5)));
+        assert_eq!(p.decide(), Next::Wait(Some(Duration::from_secs(5))), "no write while it may lift");
+        assert_eq!(p.status, before);
+        p.now = add(p.now, Duration::from_secs(5));
+        assert!(
+            matches!(&p.persist()[..], [Transition::Held { reason: "CountsPending", .. }]),
+            "recorded once it lasts past its grace"
+        );
+    }
+    let mut p = Plan::new();
+    p.persist();
+    p.gate = counts(add(p.now, Duration::from_secs(5)));
+    assert_eq!(p.decide(), Next::Wait(Some(Duration::from_secs(5))));
+    p.gate = Gate::Open;
+    assert!(matches!(&p.persist()[..], [Transition::Executing { .. }]), "lifted within the grace: nothing recorded");
+    assert!(p.status.conditions.is_empty());
 }
 
 #[test]
