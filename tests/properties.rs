@@ -725,6 +725,7 @@ fn run_plan(case: &PlanCase) -> Result<PlanRun, TestCaseError> {
                 return Ok(PlanRun { status, aws, lost_after_call, calls_at_clean_stop, tail });
             }
             Next::Wait(after) => (None, after),
+            Next::Recheck(after) => (None, Some(after)),
             Next::Persist(update) => {
                 prop_assert_ne!(&update.status, &status, "a Persist changes the status: {:?}", update.transitions);
                 (Some(update.status), update.requeue)

@@ -410,7 +410,9 @@ async fn a_plan_costs_the_fewest_writes() {
         let seen = seen.clone();
         tokio::spawn(watcher(api, watcher::Config::default()).applied_objects().for_each(move |p| {
             if let Ok(p) = p {
-                seen.lock().unwrap().insert((p.metadata.name.clone(), p.metadata.resource_version.clone()));
+                // What each version says, so a failure shows which write was extra.
+                let summary = serde_json::to_string(&p.status).unwrap_or_default();
+                seen.lock().unwrap().insert((p.metadata.resource_version.clone(), summary));
             }
             futures::future::ready(())
         }))
@@ -430,5 +432,5 @@ async fn a_plan_costs_the_fewest_writes() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     watch.abort();
     let versions = seen.lock().unwrap().clone();
-    assert_eq!(versions.len(), 4, "create, InProgress, restarted + verifying, verified + completed: {versions:?}");
+    assert_eq!(versions.len(), 4, "create, InProgress, restarted + verifying, verified + completed: {versions:#?}");
 }

@@ -138,6 +138,8 @@ pub async fn reconcile(plan: Arc<RecoveryPlan>, ctx: Arc<Context>) -> Result<Act
                 persist(&ctx, &plans, plan, working, unwritten).await?;
                 return Ok(Action::requeue(after.unwrap_or(RECHECK).min(RECHECK)));
             }
+            // Dropping `working` loses nothing: the plan has not started (see `Next::Recheck`).
+            Next::Recheck(after) => return Ok(Action::requeue(after.min(RECHECK))),
             Next::Persist(update) => update,
             Next::Act(started) => {
                 let region = started.parameters().region.clone();

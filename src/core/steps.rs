@@ -164,6 +164,11 @@ pub enum Next {
     Verify(Started),
     /// Nothing to write. Come back after the duration, or on the next change if `None`.
     Wait(Option<Duration>),
+    /// Write nothing, not even what this reconcile has derived so far, and look again after
+    /// the duration: a hold expected to lift within moments holds a plan that has not
+    /// started, so nothing has happened that needs recording, and the next reconcile
+    /// derives the same again. Its `Created` then rides along with the first InProgress.
+    Recheck(Duration),
     /// The plan is Completed or Failed.
     Done,
 }
@@ -361,7 +366,8 @@ fn hold(i: &Inputs, held: &Held) -> Next {
         // Expected to lift within moments (the change that frees it requeues the plan):
         // recorded only if it lasts.
         let wait = held.until.map_or(after, |u| u.min(after));
-        return Next::Wait(Some(since(wait, i.now).max(Duration::from_millis(100))));
+        let wait = since(wait, i.now).max(Duration::from_millis(100));
+        return if i.status.phase == Some(PlanPhase::Executing) { Next::Wait(Some(wait)) } else { Next::Recheck(wait) };
     }
     let mut s = i.status.clone();
     s.message = Some(held.message.clone());

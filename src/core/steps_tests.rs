@@ -356,27 +356,27 @@ fn a_hold_expected_to_lift_is_recorded_only_once_it_lasts() {
             record_after: Some(record_after),
         })
     };
-    for at_first_action in [false, true] {
-        let mut p = if at_first_action { Plan::new().at_first_action() } else { Plan::new() };
-        if !at_first_action {
-            p.persist(); // Created
-        }
-        let before = p.status.clone();
-        p.gate = counts(add(p.now, Duration::from_secs(5)));
-        assert_eq!(p.decide(), Next::Wait(Some(Duration::from_secs(5))), "no write while it may lift");
-        assert_eq!(p.status, before);
-        p.now = add(p.now, Duration::from_secs(5));
-        assert!(
-            matches!(&p.persist()[..], [Transition::Held { reason: "CountsPending", .. }]),
-            "recorded once it lasts past its grace"
-        );
-    }
+    let five = Duration::from_secs(5);
+    // Not started: nothing derived is written (the shell drops its Created too).
+    let mut p = Plan::new();
+    p.persist(); // Created
+    p.gate = counts(add(p.now, five));
+    assert_eq!(p.decide(), Next::Recheck(five), "no write while it may lift");
+    p.now = add(p.now, five);
+    assert!(matches!(&p.persist()[..], [Transition::Held { reason: "CountsPending", .. }]), "recorded once it lasts");
+    // Started (a second action waits): the wait is not recorded, what came before is.
+    let mut p = Plan::new().at_first_action();
+    p.gate = counts(add(p.now, five));
+    assert_eq!(p.decide(), Next::Wait(Some(five)));
+    p.now = add(p.now, five);
+    assert!(matches!(&p.persist()[..], [Transition::Held { reason: "CountsPending", .. }]));
+    // Lifted within the grace: nothing was recorded.
     let mut p = Plan::new();
     p.persist();
-    p.gate = counts(add(p.now, Duration::from_secs(5)));
-    assert_eq!(p.decide(), Next::Wait(Some(Duration::from_secs(5))));
+    p.gate = counts(add(p.now, five));
+    assert_eq!(p.decide(), Next::Recheck(five));
     p.gate = Gate::Open;
-    assert!(matches!(&p.persist()[..], [Transition::Executing { .. }]), "lifted within the grace: nothing recorded");
+    assert!(matches!(&p.persist()[..], [Transition::Executing { .. }]));
     assert!(p.status.conditions.is_empty());
 }
 
