@@ -149,7 +149,11 @@ impl Controller {
 
 impl Drop for Controller {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        // A wrapper's child first: heaptrack's script does not pass SIGTERM on, and the
+        // controller under it would outlive the run.
+        let pid = self.child.id().to_string();
+        let _ = Command::new("pkill").args(["-TERM", "-P", &pid]).status();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let _ = self.child.wait();
     }
 }

@@ -18,6 +18,7 @@ use crate::api::plan::RecoveryPlan;
 use crate::api::policy::TargetState;
 use crate::aws::probe::probe_policy;
 use crate::aws::{AwsSettings, ClientCache};
+use crate::core::detection::Probe;
 use crate::core::simulate::{Detection, Inputs, Simulation, simulate};
 use crate::metrics::Metrics;
 
@@ -101,11 +102,12 @@ pub async fn run(conn: &Conn, file: &Path, out: Output) -> Result<u8, CliError> 
     let clients = aws.get(&policy.spec.aws.region, policy.spec.aws.role_arn.as_deref()).await;
     let report = probe_policy(&clients, &policy.spec).await;
     let read_at = Timestamp::now();
+    let probes = report.probes.iter().map(|(k, p)| (k.clone(), Probe::clone(p))).collect();
     let simulation = simulate(&Inputs {
         name: &name,
         spec: &policy.spec,
         live_states: &cluster.states,
-        probes: &report.probes,
+        probes: &probes,
         missing: &report.missing,
         misplaced: &report.misplaced,
         plans: &cluster.plans,

@@ -291,15 +291,16 @@ fn counted_by_state(s: &TargetState) -> Probe {
 /// `at` (see [`answered_at`]). `recovered` names the open incidents whose plans ended
 /// without acting because the target was healthy then (see [`Decision::Relapsed`]).
 ///
-/// A target without a probe result is treated as `Unknown`. States of targets that left the
+/// A target without a probe result is treated as `Unknown`. The findings may be owned or
+/// shared (`Arc<Probe>`: a batch's finding serves every policy that asked). States of targets that left the
 /// policy are dropped; if one had an open incident, it is abandoned. In a cycle of a probe
 /// woken by events (`woken.only`), the targets not asked about keep their state, make no
 /// decision, and are counted by their streaks (failing: unhealthy; passing: healthy).
-pub fn detect(
+pub fn detect<P: std::borrow::Borrow<Probe>>(
     policy_name: &str,
     spec: &RecoveryPolicySpec,
     previous: &[TargetState],
-    probes: &BTreeMap<String, Probe>,
+    probes: &BTreeMap<String, P>,
     at: Timestamp,
     recovered: &BTreeSet<String>,
     woken: &Woken,
@@ -317,7 +318,7 @@ pub fn detect(
         let asked = woken.only.as_ref().is_none_or(|only| only.contains(&target.key));
         let by_state;
         let probe = match asked {
-            true => probes.get(&target.key).unwrap_or(&unknown),
+            true => probes.get(&target.key).map(P::borrow).unwrap_or(&unknown),
             false => {
                 by_state = counted_by_state(before);
                 &by_state

@@ -3,6 +3,7 @@
 //! `core::kinds::ecs`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use aws_sdk_ecs::operation::RequestId;
 use futures::FutureExt;
@@ -56,14 +57,14 @@ pub async fn probe_batch(clients: &Clients, cluster: &str, services: Vec<String>
         // A missing cluster is a target that does not exist, not AWS failing.
         Err(fault) if fault.code == "ClusterNotFoundException" => {
             for s in &services {
-                report.probes.insert(key(s), Probe::Unknown(format!("ECS has no cluster {cluster}")));
+                report.found(key(s), Probe::Unknown(format!("ECS has no cluster {cluster}")));
                 report.missing.push(key(s));
             }
             return report;
         }
         Err(fault) => {
             for s in &services {
-                report.probes.insert(key(s), Probe::Unknown(fault.to_string()));
+                report.found(key(s), Probe::Unknown(fault.to_string()));
             }
             report.faults.push(fault);
             return report;
@@ -71,14 +72,14 @@ pub async fn probe_batch(clients: &Clients, cluster: &str, services: Vec<String>
     };
     for svc in out.services() {
         let name = svc.service_name().unwrap_or_default();
-        report.probes.insert(key(name), rules::probe(&snapshot(svc)));
+        report.found(key(name), rules::probe(&snapshot(svc)));
     }
     for f in out.failures() {
         // The failure names the service by ARN; its last path segment is the name.
         let name = f.arn().unwrap_or_default().rsplit('/').next().unwrap_or_default();
         let reason = f.reason().unwrap_or("failure");
         if services.iter().any(|s| s == name) {
-            report.probes.insert(
+            report.found(
                 key(name),
                 Probe::Unknown(format!("ECS reports {reason} for service {name} in cluster {cluster}")),
             );
@@ -88,7 +89,10 @@ pub async fn probe_batch(clients: &Clients, cluster: &str, services: Vec<String>
         }
     }
     for s in &services {
-        report.probes.entry(key(s)).or_insert_with(|| Probe::Unknown("ECS did not mention the service".into()));
+        report
+            .probes
+            .entry(key(s))
+            .or_insert_with(|| Arc::new(Probe::Unknown("ECS did not mention the service".into())));
     }
     report
 }

@@ -2,6 +2,8 @@
 //! reboot (with ForceFailover only for Multi-AZ) and its verification. The rules are in
 //! `core::kinds::rds`.
 
+use std::sync::Arc;
+
 use aws_sdk_ecs::primitives::DateTime;
 use aws_sdk_rds::types::{Filter, SourceType};
 use futures::FutureExt;
@@ -52,7 +54,7 @@ pub async fn probe_batch(clients: &Clients, identifiers: Vec<String>) -> ProbeRe
             Ok(out) => out,
             Err(fault) => {
                 for id in &identifiers {
-                    report.probes.entry(key(id)).or_insert_with(|| Probe::Unknown(fault.to_string()));
+                    report.probes.entry(key(id)).or_insert_with(|| Arc::new(Probe::Unknown(fault.to_string())));
                 }
                 report.faults.push(fault);
                 return report;
@@ -64,7 +66,7 @@ pub async fn probe_batch(clients: &Clients, identifiers: Vec<String>) -> ProbeRe
             if let Some(why) = rules::misplaced(&snapshot, id) {
                 report.misplaced.insert(key(id), why);
             }
-            report.probes.insert(key(id), rules::probe(&snapshot));
+            report.found(key(id), rules::probe(&snapshot));
         }
         marker = out.marker().map(str::to_owned);
         if marker.is_none() {
@@ -73,7 +75,7 @@ pub async fn probe_batch(clients: &Clients, identifiers: Vec<String>) -> ProbeRe
     }
     for id in &identifiers {
         if let std::collections::btree_map::Entry::Vacant(slot) = report.probes.entry(key(id)) {
-            slot.insert(Probe::Unknown(format!("RDS has no DB instance {id}")));
+            slot.insert(Arc::new(Probe::Unknown(format!("RDS has no DB instance {id}"))));
             report.missing.push(key(id));
         }
     }

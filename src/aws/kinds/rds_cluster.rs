@@ -100,10 +100,10 @@ pub async fn probe_batch(clients: &Clients, identifiers: Vec<String>) -> ProbeRe
             for id in &identifiers {
                 match found.get(id) {
                     Some(c) => {
-                        report.probes.insert(rules::key(id), rules::probe(c));
+                        report.found(rules::key(id), rules::probe(c));
                     }
                     None => {
-                        report.probes.insert(rules::key(id), Probe::Unknown(format!("RDS has no DB cluster {id}")));
+                        report.found(rules::key(id), Probe::Unknown(format!("RDS has no DB cluster {id}")));
                         report.missing.push(rules::key(id));
                     }
                 }
@@ -111,7 +111,7 @@ pub async fn probe_batch(clients: &Clients, identifiers: Vec<String>) -> ProbeRe
         }
         Err(fault) => {
             for id in &identifiers {
-                report.probes.insert(rules::key(id), Probe::Unknown(fault.to_string()));
+                report.found(rules::key(id), Probe::Unknown(fault.to_string()));
             }
             report.faults.push(fault);
         }

@@ -35,15 +35,15 @@ pub async fn probe_one(clients: &Clients, id: &str) -> ProbeReport {
         .await;
     match result {
         Ok(out) => {
-            report.probes.insert(key, rules::probe(id, &observations(&out)));
+            report.found(key, rules::probe(id, &observations(&out)));
         }
         // A missing check is a target that does not exist, not AWS failing.
         Err(fault) if fault.code == "NoSuchHealthCheck" => {
             report.missing.push(key.clone());
-            report.probes.insert(key, Probe::Unknown(format!("Route 53 has no health check {id}")));
+            report.found(key, Probe::Unknown(format!("Route 53 has no health check {id}")));
         }
         Err(fault) => {
-            report.probes.insert(key, Probe::Unknown(fault.to_string()));
+            report.found(key, Probe::Unknown(fault.to_string()));
             report.faults.push(fault);
         }
     }
