@@ -8,6 +8,7 @@ use aws_config::SdkConfig;
 
 use crate::faults::{Call, Faults};
 use crate::fixture::{self, Layout};
+use crate::limit::MemoryLimit;
 use crate::process::{self, Controller};
 use crate::{Parts, Report};
 
@@ -57,6 +58,7 @@ impl Cycle {
                 moto: sum(|c| c.moto),
                 apiserver: sum(|c| c.apiserver),
                 etcd: sum(|c| c.etcd),
+                controller_major_faults: sum(|c| c.controller_major_faults),
             },
             route53_peak: cycles.iter().map(|c| c.route53_peak).max().unwrap_or(0),
             probed: cycles.iter().map(|c| c.probed).min().unwrap_or(0),
@@ -80,6 +82,8 @@ pub struct Cpu {
     pub apiserver: f64,
     /// etcd.
     pub etcd: f64,
+    /// The controller's major page faults (see [`process::major_faults`]).
+    pub controller_major_faults: f64,
 }
 
 impl Cpu {
@@ -89,6 +93,7 @@ impl Cpu {
             moto: process::cpu_seconds(parts.moto),
             apiserver: process::cpu_seconds(parts.apiserver),
             etcd: process::cpu_seconds(parts.etcd),
+            controller_major_faults: process::major_faults(controller),
         }
     }
 
@@ -98,6 +103,7 @@ impl Cpu {
             moto: self.moto - before.moto,
             apiserver: self.apiserver - before.apiserver,
             etcd: self.etcd - before.etcd,
+            controller_major_faults: self.controller_major_faults - before.controller_major_faults,
         }
     }
 }
@@ -164,6 +170,19 @@ pub struct Scale {
     pub api: crate::audit::Writes,
     /// Latency added to every AWS call (zero: moto on loopback, about a millisecond).
     pub latency: Duration,
+    /// The controller's memory limit and what the kernel recorded under it.
+    pub limited: Option<Limited>,
+}
+
+/// A controller run under a memory limit (`--memory-limit`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Limited {
+    /// The limit, bytes.
+    pub limit: u64,
+    /// The cgroup's peak usage (anonymous memory and the page cache charged to it), bytes.
+    pub peak: u64,
+    /// Times the kernel killed the controller for want of memory.
+    pub oom_kills: u64,
 }
 
 /// How a scale is run.
@@ -222,7 +241,8 @@ pub async fn run(parts: &Parts, cfg: &SdkConfig, faults: &Faults, setup: Setup, 
 
     faults.clear_log().await;
     let log = parts.work.join(format!("controller-{ns}.log"));
-    let controller = Controller::start(&ns, &log, &parts.controller_args);
+    let limit = parts.memory_limit.map(|bytes| MemoryLimit::create(&format!("recovery-{ns}"), bytes));
+    let controller = Controller::start(&ns, &log, &parts.controller_args, limit.as_ref());
     let p = scale.policies;
     // Cycle k ends when the count of finished probes reaches k × policies; samples[k] is
     // the CPU at that moment (samples[0] at start).
@@ -244,6 +264,7 @@ pub async fn run(parts: &Parts, cfg: &SdkConfig, faults: &Faults, setup: Setup, 
     let count = controller.metric("recovery_reconcile_duration_seconds_count{controller=\"policy\"}").await;
     scale.mean_policy_reconcile = sum.zip(count).map(|(s, c)| s / c.max(1.0)).unwrap_or_default();
     drop(controller);
+    scale.limited = limit.map(|l| Limited { limit: l.bytes, peak: l.peak(), oom_kills: l.oom_kills() });
     let calls = faults.log().await;
     let mut cycles = vec![];
     let mut from = f64::NEG_INFINITY;

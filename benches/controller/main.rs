@@ -11,6 +11,7 @@ mod audit;
 mod cycle;
 mod faults;
 mod fixture;
+mod limit;
 mod process;
 mod push;
 mod recovery;
@@ -38,6 +39,8 @@ pub struct Parts {
     pub etcd: u32,
     /// Extra flags for `recovery-controller run` (`--controller-arg`, repeatable).
     pub controller_args: Vec<String>,
+    /// The memory limit of the cycle scales' controller, bytes (`--memory-limit`).
+    pub memory_limit: Option<u64>,
 }
 
 /// Progress lines go to stderr as they happen.
@@ -60,7 +63,8 @@ pub fn var(name: &str) -> String {
 /// vs polling latency runs; 0 skips), `--push-targets T` (targets of the push calls run; 0
 /// skips), `--aws-latency D` (added to every AWS call in the latency scales; 0 skips them),
 /// `--latency-scale T[:P],…`, `--out FILE`, `--controller-arg FLAG` (repeatable; e.g.
-/// `--controller-arg=--concurrency=64`).
+/// `--controller-arg=--concurrency=64`), `--memory-limit SIZE` (the cycle scales' controller
+/// runs in a memory cgroup of that limit, e.g. `32Mi`, as a pod's limit would hold it).
 struct Args {
     scales: Vec<(usize, usize)>,
     aws_latency: std::time::Duration,
@@ -70,6 +74,7 @@ struct Args {
     push_targets: usize,
     out: Option<PathBuf>,
     controller_args: Vec<String>,
+    memory_limit: Option<u64>,
 }
 
 fn args() -> Args {
@@ -82,6 +87,7 @@ fn args() -> Args {
         push_targets: 1000,
         out: None,
         controller_args: vec![],
+        memory_limit: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -109,6 +115,7 @@ fn args() -> Args {
             "--push-targets" => a.push_targets = value().parse().expect("--push-targets takes a number"),
             "--out" => a.out = Some(value().into()),
             "--controller-arg" => a.controller_args.push(value()),
+            "--memory-limit" => a.memory_limit = Some(limit::parse_bytes(&value())),
             // cargo passes `--bench` to bench targets; nothing else is expected.
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -144,6 +151,7 @@ async fn main() {
         apiserver: pid(&cp, "/pids/kube-apiserver"),
         etcd: pid(&cp, "/pids/etcd"),
         controller_args: args.controller_args.clone(),
+        memory_limit: args.memory_limit,
     };
     let cfg = aws_config::defaults(BehaviorVersion::latest()).region(Region::new("us-east-1")).load().await;
     let faults = faults::Faults::from_env();

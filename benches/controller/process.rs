@@ -3,15 +3,35 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use crate::limit::MemoryLimit;
+
+/// The fields of `/proc/PID/stat` after the command name, from the state (field 3) on: the
+/// name (field 2) may hold spaces, the fields after it are plain. Empty once it has gone.
+fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    rest.split_whitespace().map(str::to_owned).collect()
+}
+
+fn stat_number(fields: &[String], field: usize) -> f64 {
+    fields.get(field - 3).and_then(|f| f.parse().ok()).unwrap_or_default()
+}
+
 /// CPU seconds (user + system) a process has used, from `/proc/PID/stat`.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or_default();
-    (ticks(11) + ticks(12)) / clock_ticks()
+    let fields = stat_fields(pid);
+    (stat_number(&fields, 14) + stat_number(&fields, 15)) / clock_ticks()
+}
+
+/// Major page faults of a process (pages it waited for the disk for: under a memory limit,
+/// code the kernel dropped and read again).
+pub fn major_faults(pid: u32) -> f64 {
+    stat_number(&stat_fields(pid), 12)
+}
+
+/// Whether a child is still running (not gone, not a zombie waiting to be reaped).
+fn running(pid: u32) -> bool {
+    stat_fields(pid).first().is_some_and(|state| state != "Z")
 }
 
 /// Clock ticks per second, the unit of `/proc/PID/stat`'s times.
@@ -87,8 +107,8 @@ pub struct Controller {
 
 impl Controller {
     /// Starts the release binary cargo built next to this driver, logging to `log`, with
-    /// `extra` flags after the driver's own.
-    pub fn start(namespace: &str, log: &Path, extra: &[String]) -> Self {
+    /// `extra` flags after the driver's own; in the memory cgroup `limit` when one is given.
+    pub fn start(namespace: &str, log: &Path, extra: &[String], limit: Option<&MemoryLimit>) -> Self {
         let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -97,17 +117,18 @@ impl Controller {
         // `RECOVERY_BENCH_WRAPPER` runs the controller under a tool, e.g. `heaptrack -o FILE`
         // for a heap profile (its CPU and RSS figures are then the tool's, not the controller's).
         let wrapper = std::env::var("RECOVERY_BENCH_WRAPPER").unwrap_or_default();
-        let mut words = wrapper.split_whitespace();
-        let bin = env!("CARGO_BIN_EXE_recovery-controller");
-        let mut cmd = match words.next() {
-            Some(tool) => {
-                let mut c = Command::new(tool);
-                c.args(words).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        let child = cmd
+        let mut program: Vec<String> = wrapper.split_whitespace().map(str::to_owned).collect();
+        program.push(env!("CARGO_BIN_EXE_recovery-controller").to_owned());
+        if let Some(limit) = limit {
+            limit.before_start();
+            // The shell joins the cgroup, then becomes the controller: everything the
+            // controller allocates from its first instruction counts, and its pid stays the
+            // one the driver samples.
+            let join = ["sh", "-c", r#"echo $$ > "$0" && exec "$@""#].map(str::to_owned);
+            program.splice(0..0, join.into_iter().chain([limit.procs().display().to_string()]));
+        }
+        let child = Command::new(&program[0])
+            .args(&program[1..])
             .args(["run", "--namespace", namespace, "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(extra)
             .stdin(Stdio::null())
@@ -115,7 +136,11 @@ impl Controller {
             .stderr(file)
             .spawn()
             .expect("start the controller");
-        Self { child, metrics_port, http: reqwest::Client::new() }
+        // A scrape gives up after a while: a controller starved of memory may take minutes
+        // to answer, and the driver's wait for its cycles must still end at its limit.
+        let http =
+            reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().expect("an HTTP client");
+        Self { child, metrics_port, http }
     }
 
     /// Its process id.
@@ -131,7 +156,8 @@ impl Controller {
         let started = std::time::Instant::now();
         loop {
             let done = self.metric("recovery_probe_cycle_seconds_count").await.unwrap_or_default() as usize;
-            if done >= n || started.elapsed() >= limit {
+            // A controller the kernel killed (out of its memory limit) finishes no more.
+            if done >= n || started.elapsed() >= limit || !running(self.pid()) {
                 return (crate::track::now(), done);
             }
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
@@ -154,6 +180,14 @@ impl Drop for Controller {
         let pid = self.child.id().to_string();
         let _ = Command::new("pkill").args(["-TERM", "-P", &pid]).status();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        // One starved of memory may not get through its shutdown at all.
+        for _ in 0..200 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }

@@ -187,7 +187,7 @@ async fn latency(
     }
     fixture::apply_with(&parts.client, ns, &layout, |t| spec(t, &[], events)).await;
     let incidents = track::incidents(&parts.client, ns);
-    let controller = Controller::start(ns, &parts.work.join(format!("controller-{ns}.log")), &args);
+    let controller = Controller::start(ns, &parts.work.join(format!("controller-{ns}.log")), &args, None);
     let (_, done) = controller.probe_cycles_reached(policy_count, Duration::from_secs(120)).await;
     assert!(done >= policy_count, "a healthy probe cycle: {done} of {policy_count} policies within 120 s");
 
@@ -235,7 +235,7 @@ async fn calls(parts: &Parts, cfg: &SdkConfig, faults: &Faults, targets: usize, 
             args.extend(["--event-queue".into(), queue.clone()]);
         }
         let log = parts.work.join(format!("controller-{ns}-{push}.log"));
-        let controller = Controller::start(ns, &log, &args);
+        let controller = Controller::start(ns, &log, &args, None);
         let (_, done) = controller.probe_cycles_reached(policies, Duration::from_secs(150)).await;
         assert!(done >= policies, "a probe cycle: {done} of {policies} policies within 150 s");
         faults.clear_log().await;

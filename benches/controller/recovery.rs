@@ -101,7 +101,8 @@ pub async fn run(
     fixture::apply(&parts.client, ns, &layout, &[], &format!("{INTERVAL_SECS}s"), THRESHOLD).await;
     let incidents = track::incidents(&parts.client, ns);
     let plans = track::finished_plans(&parts.client, ns);
-    let controller = Controller::start(ns, &parts.work.join(format!("controller-{ns}.log")), &parts.controller_args);
+    let controller =
+        Controller::start(ns, &parts.work.join(format!("controller-{ns}.log")), &parts.controller_args, None);
     let (_, done) = controller.probe_cycles_reached(2 * n, Duration::from_secs(120)).await;
     assert!(done >= 2 * n, "two healthy probe cycles: {done} of {} policy probes within 120 s", 2 * n);
 

@@ -19,6 +19,7 @@ pub fn render(scales: &[Scale], recovery: &[Recovery], pushed: &Push, controller
         scenario(w, &loopback);
         calls(w, &loopback);
         cycle_time(w, &loopback);
+        memory_limit(w, &loopback);
         api(w, &loopback);
     }
     if !slow.is_empty() {
@@ -267,6 +268,45 @@ fn under_latency(w: &mut String, scales: &[&Scale]) {
     let _ = writeln!(w);
 }
 
+/// The scales whose controller ran under `--memory-limit`: whether it kept up in it.
+fn memory_limit(w: &mut String, scales: &[&Scale]) {
+    let limited: Vec<(&Scale, crate::cycle::Limited)> = scales.iter().filter_map(|s| Some((*s, s.limited?))).collect();
+    if limited.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "## Under a memory limit\n");
+    let _ = writeln!(
+        w,
+        "The controller ran in a memory cgroup of the limit (`--memory-limit`), as a pod's `resources.limits.memory` holds it: its anonymous memory and the page cache it reads (its binary's code, read afresh) count, the kernel drops code pages to stay under the limit and kills the process when it cannot. *Major faults*: pages the controller waited for the disk for, per steady cycle; code read again after it was dropped.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| targets | limit | cgroup peak | OOM kills | policies probed cold / steady | controller wall cold / steady | controller CPU cold / steady | major faults cold / steady | controller peak RSS (anon / code) |"
+    );
+    let _ = writeln!(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (s, l) in limited {
+        let _ = writeln!(
+            w,
+            "| {} | {:.1} MiB | {:.1} MiB | {} | {} / {} of {} | {:.2} s / {:.2} s | {:.2} s / {:.2} s | {:.0} / {:.0} | {} |",
+            s.targets,
+            l.limit as f64 / MIB / 1024.0,
+            l.peak as f64 / MIB / 1024.0,
+            l.oom_kills,
+            s.cold.probed,
+            s.steady.probed,
+            s.policies,
+            s.cold.wall,
+            s.steady.wall,
+            s.cold.cpu.controller,
+            s.steady.cpu.controller,
+            s.cold.cpu.controller_major_faults,
+            s.steady.cpu.controller_major_faults,
+            rss(s)
+        );
+    }
+    let _ = writeln!(w);
+}
+
 /// Peak RSS with the sampled peaks of its parts: anonymous memory (heap, stacks) and the
 /// binary's pages (file-backed, clean).
 fn rss(s: &Scale) -> String {
@@ -451,9 +491,11 @@ fn targets(w: &mut String, scales: &[Scale], recovery: &[Recovery], pushed: &Pus
         );
     }
     for s in scales.iter().filter(|s| s.latency.is_zero()) {
+        // #9 asked 64 MiB at every scale; #21 asks 32 MiB at 10,000 targets.
+        let goal = if s.targets >= 10_000 { 32 } else { 64 };
         let _ = writeln!(
             w,
-            "| {} targets: peak RSS ≤ 64 MiB, steady cycle CPU ≤ 1 s | {:.1} MiB, {:.2} s (cold cycle {:.2} s) |",
+            "| {} targets: peak RSS ≤ {goal} MiB, steady cycle CPU ≤ 1 s | {:.1} MiB, {:.2} s (cold cycle {:.2} s) |",
             s.targets,
             s.peak_rss_kib as f64 / MIB,
             s.steady.cpu.controller,
