@@ -19,12 +19,12 @@ pub fn render(scales: &[Scale], recovery: &[Recovery], pushed: &Push, controller
         scenario(w, &loopback);
         calls(w, &loopback);
         cycle_time(w, &loopback);
-        memory_limit(w, &loopback);
         api(w, &loopback);
     }
     if !slow.is_empty() {
         under_latency(w, &slow);
     }
+    memory_limit(w, &scales.iter().collect::<Vec<_>>());
     for r in recovery {
         latency(w, r);
     }
@@ -281,14 +281,15 @@ fn memory_limit(w: &mut String, scales: &[&Scale]) {
     );
     let _ = writeln!(
         w,
-        "| targets | limit | cgroup peak | OOM kills | policies probed cold / steady | controller wall cold / steady | controller CPU cold / steady | major faults cold / steady | controller peak RSS (anon / code) |"
+        "| targets | AWS latency | limit | cgroup peak | OOM kills | policies probed cold / steady | controller wall cold / steady | controller CPU cold / steady | major faults cold / steady | controller peak RSS (anon / code) |"
     );
-    let _ = writeln!(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (s, l) in limited {
         let _ = writeln!(
             w,
-            "| {} | {:.1} MiB | {:.1} MiB | {} | {} / {} of {} | {:.2} s / {:.2} s | {:.2} s / {:.2} s | {:.0} / {:.0} | {} |",
+            "| {} | {} ms | {:.1} MiB | {:.1} MiB | {} | {} / {} of {} | {:.2} s / {:.2} s | {:.2} s / {:.2} s | {:.0} / {:.0} | {} |",
             s.targets,
+            s.latency.as_millis(),
             l.limit as f64 / MIB / 1024.0,
             l.peak as f64 / MIB / 1024.0,
             l.oom_kills,
