@@ -172,6 +172,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    // Before anything can report ready: a SIGTERM from the first moment on is a clean stop.
+    controller::listen_for_shutdown();
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let health = Health { metrics: metrics.clone(), ready: ready.clone() };

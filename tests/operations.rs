@@ -66,6 +66,27 @@ async fn sigterm_stops_cleanly() {
     eprintln!("stopped {:?} after SIGTERM", t.elapsed());
 }
 
+/// A SIGTERM in the first moments, before the controller is ready (the API server's lists
+/// still under way), is a clean stop too, not a kill by the signal's default action.
+#[tokio::test]
+async fn sigterm_while_starting_stops_cleanly() {
+    let client = support::client().await;
+    let ns = namespace(&client, "ops-term-early").await;
+    let mut ctl = ControllerProcess::start(&ns);
+    // The health server is bound right after the handlers are in place, and well before
+    // the first lists return: that is the moment to stop it.
+    let addr = format!("127.0.0.1:{}", ctl.metrics_port);
+    let deadline = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        assert!(Instant::now() < deadline, "the health server never listened:\n{}", ctl.log_text());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    ctl.terminate();
+    let status = ctl.exited(Duration::from_secs(30)).await;
+    assert!(status.success(), "exit status {status}:\n{}", ctl.log_text());
+    assert!(ctl.log_text().contains("shutting down"), "{}", ctl.log_text());
+}
+
 /// Two replicas with leader election: one acts; killing it hands over within the lease
 /// duration, and the new leader resumes the plan without repeating the restart.
 #[tokio::test]

@@ -713,23 +713,49 @@ pub fn stopping() -> bool {
     STOPPING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Set to `true` by the signal listener (see [`listen_for_shutdown`]).
+static SHUTDOWN: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> = std::sync::OnceLock::new();
+
+/// Takes over SIGTERM and SIGINT for the process, from this moment: called at the start of
+/// `run`, before the health server can say ready, because a SIGTERM that arrives before a
+/// handler is registered kills the process outright (Kubernetes may stop a pod at any
+/// moment after its start). Every [`shutdown_signal`] waits on this one listener, so a
+/// signal is seen by all of them however late they start waiting. Idempotent; needs a Tokio
+/// runtime.
+pub fn listen_for_shutdown() -> &'static tokio::sync::watch::Sender<bool> {
+    SHUTDOWN.get_or_init(|| {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (tx, _) = tokio::sync::watch::channel(false);
+        // Registered here, synchronously: the handlers are in place when this returns.
+        let (term, int) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+        let listener = tx.clone();
+        tokio::spawn(async move {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => futures::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(term) => {},
+                _ = wait(int) => {},
             }
-            Err(_) => futures::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
-    if !STOPPING.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        tracing::info!("shutting down: finishing in-flight reconciles, starting nothing new");
-    }
+            if !STOPPING.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::info!("shutting down: finishing in-flight reconciles, starting nothing new");
+            }
+            listener.send_replace(true);
+        });
+        tx
+    })
+}
+
+/// SIGTERM or Ctrl-C (from [`listen_for_shutdown`]'s listener, started here if it was not).
+pub async fn shutdown_signal() {
+    let mut stop = listen_for_shutdown().subscribe();
+    // The sender lives in a static, so the channel cannot close.
+    let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
 /// Fixtures for the unit tests of the controllers.

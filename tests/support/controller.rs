@@ -67,11 +67,20 @@ impl ControllerProcess {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
     }
 
-    /// GET a path of its HTTP server: (status, body).
+    /// GET a path of its HTTP server: (status, body). A refused connection is tried again
+    /// for a few seconds: right after the start the process may not listen yet, and a test
+    /// that polls `/readyz` must not fail on that race.
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let resp = reqwest::get(format!("http://127.0.0.1:{}{path}", self.metrics_port))
-            .await
-            .expect("the controller's HTTP server answers");
+        let url = format!("http://127.0.0.1:{}{path}", self.metrics_port);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let resp = loop {
+            match reqwest::get(&url).await {
+                Err(e) if e.is_connect() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                }
+                answer => break answer.expect("the controller's HTTP server answers"),
+            }
+        };
         (resp.status().as_u16(), resp.text().await.unwrap_or_default())
     }
 
