@@ -704,16 +704,14 @@ async fn log_result<T, E: std::fmt::Display>(kind: &'static str, res: Result<T, 
     }
 }
 
-/// Set once SIGTERM or Ctrl-C arrived: reconciles finish what they started but begin
-/// nothing new, so a stop never leaves an action without its record.
-static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Whether the process is shutting down.
+/// Whether the process is shutting down: SIGTERM or Ctrl-C arrived. Reconciles then finish
+/// what they started but begin nothing new, so a stop never leaves an action without its
+/// record.
 pub fn stopping() -> bool {
-    STOPPING.load(std::sync::atomic::Ordering::Relaxed)
+    SHUTDOWN.get().is_some_and(|stop| *stop.borrow())
 }
 
-/// Set to `true` by the signal listener (see [`listen_for_shutdown`]).
+/// Set to `true`, once, by the signal listener (see [`listen_for_shutdown`]).
 static SHUTDOWN: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> = std::sync::OnceLock::new();
 
 /// Takes over SIGTERM and SIGINT for the process, from this moment: called at the start of
@@ -742,9 +740,7 @@ pub fn listen_for_shutdown() -> &'static tokio::sync::watch::Sender<bool> {
                 _ = wait(term) => {},
                 _ = wait(int) => {},
             }
-            if !STOPPING.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                tracing::info!("shutting down: finishing in-flight reconciles, starting nothing new");
-            }
+            tracing::info!("shutting down: finishing in-flight reconciles, starting nothing new");
             listener.send_replace(true);
         });
         tx
